@@ -1,0 +1,3 @@
+"""probe: train, record and look inside character-level recurrent language models."""
+
+__version__ = "0.1.0"
