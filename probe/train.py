@@ -428,8 +428,8 @@ def train(cfg: TrainConfig, resume: str | None = None, stop_at: int | None = Non
             timed_out = budget is not None and time.time() - t_start > budget
             stopping = stop_reason["why"] or timed_out or (stop_at is not None and step >= stop_at)
             if step % cfg.eval_every == 0 or step == total or stopping:
-                last_val = evaluate(model, val_ids, device, cfg.bf16)
                 elapsed = time.time() - window_t
+                last_val = evaluate(model, val_ids, device, cfg.bf16)
                 rec = {"step": step, "epoch": round(step / len(batches), 4),
                        "train_loss": window_loss / max(window_n, 1), "val_loss": last_val,
                        "val_bpc": last_val / LN2, "lr": lr, "chars_per_s": window_n * chars_per_step / max(elapsed, 1e-9),

@@ -1,0 +1,181 @@
+"""Training speed: probe's trainer vs a bare fused loop vs a per-step LSTMCell loop, float32 and bf16.
+
+Run alone on an idle machine (other busy processes make 2-thread torch many times slower):
+
+    python benchmarks/bench_train.py            # full: 2x512, batch 64 x seq 100
+    python benchmarks/bench_train.py --quick    # small shapes, seconds
+    python benchmarks/bench_train.py --quality  # also: bf16 vs float32 validation bpc after the same steps
+
+Every number of one table comes from the same run, so ratios are comparable.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from probe.corpus import BUNDLED, read_bytes  # noqa: E402
+from probe.train import TrainConfig, evaluate, load_data, train  # noqa: E402
+
+
+def batches(ids: np.ndarray, B: int, T: int, n: int):
+    L = (len(ids) - 1) // B
+    x = torch.from_numpy(ids[: B * L].reshape(B, L).copy())
+    y = torch.from_numpy(ids[1: B * L + 1].reshape(B, L).copy())
+    for i in range(n):
+        j = (i * T) % (L - T)
+        yield x[:, j:j + T], y[:, j:j + T]
+
+
+def bare_fused(ids, V, H, layers, B, T, iters, warm, bf16, device):
+    """The reference: embedding, one multi-layer nn.LSTM, linear head, AdamW, carried state."""
+    torch.manual_seed(0)
+    emb, rnn, head = nn.Embedding(V, 64), nn.LSTM(64, H, layers, batch_first=True), nn.Linear(H, V)
+    mods = nn.ModuleList([emb, rnn, head]).to(device)
+    opt = torch.optim.AdamW(mods.parameters(), lr=2e-3)
+    state, t0 = None, None
+    for i, (x, y) in enumerate(batches(ids, B, T, iters + warm)):
+        if i == warm:
+            t0 = time.perf_counter()
+        x, y = x.to(device), y.to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            out, state = rnn(emb(x), state)
+            logits = head(out)
+        loss = F.cross_entropy(logits.float().reshape(-1, V), y.reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        state = tuple(s.detach() for s in state)
+    return iters * B * T / (time.perf_counter() - t0)
+
+
+def per_step_cells(ids, V, H, layers, B, T, iters, warm, device):
+    """How most PyTorch char-rnn ports run: a Python loop of LSTMCell over time steps."""
+    torch.manual_seed(0)
+    emb = nn.Embedding(V, 64)
+    cells = nn.ModuleList(nn.LSTMCell(64 if l == 0 else H, H) for l in range(layers))
+    head = nn.Linear(H, V)
+    mods = nn.ModuleList([emb, cells, head]).to(device)
+    opt = torch.optim.AdamW(mods.parameters(), lr=2e-3)
+    state, t0 = None, None
+    for i, (x, y) in enumerate(batches(ids, B, T, iters + warm)):
+        if i == warm:
+            t0 = time.perf_counter()
+        x, y = x.to(device), y.to(device)
+        if state is None:
+            state = [(torch.zeros(B, H, device=device), torch.zeros(B, H, device=device)) for _ in cells]
+        e, outs = emb(x), []
+        for t in range(T):
+            inp = e[:, t]
+            for l, cell in enumerate(cells):
+                state[l] = cell(inp, state[l])
+                inp = state[l][0]
+            outs.append(inp)
+        logits = head(torch.stack(outs, 1))
+        loss = F.cross_entropy(logits.reshape(-1, V), y.reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        state = [(h.detach(), c.detach()) for h, c in state]
+    return iters * B * T / (time.perf_counter() - t0)
+
+
+def probe_trainer(corpus: str, H, layers, B, T, iters, warm, bf16, device_name, out: Path, seed=0):
+    """probe.train.train with eval pushed past the end; chars/s over the iterations after the warm-up."""
+    cfg = TrainConfig(data=corpus, out=str(out), rnn_size=H, num_layers=layers, batch_size=B, seq_length=T,
+                      max_iters=iters + warm, eval_every=warm, bf16=bf16, device=device_name, dropout=0.0,
+                      warmup_iters=10, seed=seed, sample_length=1)
+    import probe.train as PT
+    real_eval = PT.evaluate
+
+    # evaluate() is called at step `warm` and at the end: time between them is pure training
+    calls = []
+
+    def clock_eval(*a, **kw):
+        calls.append(time.perf_counter())
+        return 0.0
+
+    PT.evaluate = clock_eval
+    try:
+        train(cfg, progress=False)
+    finally:
+        PT.evaluate = real_eval
+    # calls[0] at step warm (before its sample/save), calls[-1] at the end; subtract nothing: the
+    # sample + checkpoint after the first eval are part of the measured span, a small overhead on purpose
+    return iters * B * T / (calls[-1] - calls[0])
+
+
+def flops_per_char(V, E, H, layers) -> float:
+    """Matmul FLOPs of one training step per character (forward x 3 for forward + backward)."""
+    fwd = sum(2 * 4 * H * ((E if l == 0 else H) + H) for l in range(layers)) + 2 * H * V
+    return 3 * fwd
+
+
+def quality(steps: int, H: int, layers: int, device_name: str) -> tuple[float, float]:
+    """Validation bits per byte on the Wikipedia sample after `steps` iterations, float32 vs bf16."""
+    res = []
+    for bf16 in (False, True):
+        with tempfile.TemporaryDirectory() as d:
+            cfg = TrainConfig(data="wiki", out=d + "/r", rnn_size=H, num_layers=layers, max_iters=steps,
+                              eval_every=steps, bf16=bf16, device=device_name, dropout=0.0, seed=0,
+                              warmup_iters=50, sample_length=1)
+            train(cfg, progress=False)
+            from probe import checkpoint
+            ck = checkpoint.load(d + "/r", which="latest")
+            data = load_data(cfg, vocab=ck.vocab)
+            res.append(evaluate(ck.model, data.part("val"), torch.device("cpu"), bf16=False) / math.log(2))
+    return res[0], res[1]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--quality", action="store_true", help="bf16 vs float32 validation bpc on the wiki sample")
+    ap.add_argument("--quality-steps", type=int, default=300)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--threads", type=int, default=0)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if args.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
+    H, layers, B, T, iters, warm = (128, 2, 16, 50, 20, 3) if args.quick else (512, 2, 64, 100, 30, 3)
+    ids = np.frombuffer(read_bytes(BUNDLED["wiki"])[:3_000_000], dtype=np.uint8).astype(np.int64)
+    print(f"# {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch "
+          f"{torch.__version__}, device {device}; LSTM {layers}x{H}, batch {B} x seq {T}, {iters} timed iterations")
+    rows = []
+    with tempfile.TemporaryDirectory() as d:
+        for bf16 in (False, True):
+            bare = bare_fused(ids, 256, H, layers, B, T, iters, warm, bf16, device)
+            ours = probe_trainer("wiki", H, layers, B, T, iters, warm, bf16, device.type,
+                                 Path(d) / f"p{int(bf16)}")
+            rows.append((bf16, bare, ours))
+        cells = per_step_cells(ids, 256, H, layers, B, T, max(iters // 3, 3), 1, device)
+    fpc = flops_per_char(256, 64, H, layers)
+    print("| loop | precision | chars/s | vs bare fused | GFLOP/s |")
+    print("|---|---|---|---|---|")
+    for bf16, bare, ours in rows:
+        p = "bf16" if bf16 else "float32"
+        print(f"| bare fused nn.LSTM | {p} | {bare:,.0f} | 1.00x | {bare * fpc / 1e9:.0f} |")
+        print(f"| probe train | {p} | {ours:,.0f} | {ours / bare:.2f}x | {ours * fpc / 1e9:.0f} |")
+    print(f"| per-step LSTMCell loop | float32 | {cells:,.0f} | {cells / rows[0][1]:.2f}x | {cells * fpc / 1e9:.0f} |")
+    print(f"\nprobe train bf16 / float32: {rows[1][2] / rows[0][2]:.2f}x;  probe train float32 / per-step "
+          f"LSTMCell: {rows[0][2] / cells:.2f}x")
+    if args.quality:
+        steps = 20 if args.quick else args.quality_steps
+        f32, b16 = quality(steps, H, layers, device.type)
+        print(f"\nvalidation bits/byte after {steps} steps (wiki sample, evaluated in float32): float32 {f32:.4f}, "
+              f"bf16 {b16:.4f}, difference {100 * (b16 - f32) / f32:+.2f}%")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,272 @@
+"""The probe dashboard: scan a recording's units over its text in the browser.
+
+    probe dashboard RECORDING [--checkpoint RUN] [--host 127.0.0.1] [--port 8050]
+    python dashboards/app.py RECORDING ...
+
+The server reads the memory-mapped recording one window (2,000 rows) at a
+time; the browser colors the text itself (assets/probe_text.js), so that
+switching units needs no round trip. Callbacks never raise to Dash: every
+problem becomes a message in the page.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: python dashboards/app.py
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import plotly.graph_objects as go  # noqa: E402
+from dash import ClientsideFunction, Dash, Input, Output, State, ctx, dcc, html, no_update  # noqa: E402
+from dash.exceptions import PreventUpdate  # noqa: E402
+
+from dashboards.layout import TABS, page  # noqa: E402
+from dashboards.service import DashboardService  # noqa: E402
+from probe.errors import ProbeError  # noqa: E402
+
+log = logging.getLogger("probe.dashboard")
+ASSETS = Path(__file__).resolve().parent / "assets"
+
+
+def guarded(n_outputs: int, message_at: int):
+    """Turn any exception of a callback into a message at output `message_at` (other outputs untouched)."""
+    def deco(fn):
+        @functools.wraps(fn)
+        def wrapper(*args):
+            try:
+                return fn(*args)
+            except PreventUpdate:
+                raise
+            except ProbeError as e:
+                text = str(e)
+            except Exception as e:  # noqa: BLE001 - the page must show something, never an HTTP 500
+                log.exception("dashboard callback %s failed", fn.__name__)
+                text = f"internal error ({type(e).__name__}): {str(e).splitlines()[0][:200] if str(e) else ''}"
+            out = [no_update] * n_outputs
+            out[message_at] = text
+            return tuple(out) if n_outputs > 1 else out[0]
+        return wrapper
+    return deco
+
+
+def create_app(recording, checkpoint=None, *, window_rows: int | None = None,
+               regex_timeout: float | None = None) -> Dash:
+    """A Dash app over one recording (a path or an open Recording); `checkpoint` enables live text."""
+    kw = {}
+    if window_rows is not None:
+        kw["window_rows"] = window_rows
+    if regex_timeout is not None:
+        kw["regex_timeout"] = regex_timeout
+    svc = DashboardService(recording, checkpoint, **kw)
+    app = Dash(__name__, assets_folder=str(ASSETS), title="probe dashboard", update_title=None,
+               suppress_callback_exceptions=False)
+    app.layout = page(svc)
+    app.probe_service = svc  # for tests and embedding
+    _install_error_handler(app)
+    _register(app, svc)
+    return app
+
+
+def _install_error_handler(app: Dash) -> None:
+    from werkzeug.exceptions import HTTPException
+
+    @app.server.errorhandler(Exception)
+    def _bad_request(e):  # malformed requests end as 400 with a line, never a 500 with a traceback
+        if isinstance(e, HTTPException) and e.code is not None and e.code < 500:
+            return e
+        log.warning("dashboard request failed: %s: %s", type(e).__name__, e)
+        return {"message": f"bad request: {type(e).__name__}"}, 400
+
+
+def _register(app: Dash, svc: DashboardService) -> None:
+    # ---------------------------------------------------------------- window (server) and colors (browser)
+    @app.callback(Output("win", "data"), Output("win-pos", "data"), Output("win-label", "children"),
+                  Output("win-msg", "children"),
+                  Input("win-prev", "n_clicks"), Input("win-next", "n_clicks"), Input("goto-btn", "n_clicks"),
+                  Input("goto", "n_submit"), Input("brush-matches", "active_cell"), Input("layer", "value"),
+                  Input("kind", "value"),
+                  State("win-pos", "data"), State("goto", "value"), State("brush-matches", "data"))
+    @guarded(4, 3)
+    def load_window(_p, _n, _g, _s, match_cell, layer, kind, pos, goto, matches):
+        pos = pos if isinstance(pos, dict) else {}
+        start, mark = pos.get("start", 0), pos.get("mark")
+        trig = ctx.triggered_id
+        if trig == "win-prev":
+            start, mark = svc.step_window(start, -1), None
+        elif trig == "win-next":
+            start, mark = svc.step_window(start, +1), None
+        elif trig in ("goto-btn", "goto"):
+            start, mark = svc.centre_on(goto), None
+        elif trig == "brush-matches":
+            if not isinstance(match_cell, dict) or not isinstance(matches, list):
+                raise PreventUpdate
+            m = next((m for m in matches if isinstance(m, dict) and m.get("id") == match_cell.get("row_id")), None)
+            if m is None:
+                raise ProbeError("no such place in the list")
+            start = svc.centre_on(m["row"])
+            mark = [m["row"], m["row"] + m["length"]]
+        win = svc.window(start, layer, kind, mark)
+        label = f"rows {win['start']:,}\u2013{win['stop'] - 1:,} of {win['n_rows']:,}"
+        return win, {"start": win["start"], "mark": mark}, label, ""
+
+    app.clientside_callback(ClientsideFunction("probe", "renderMain"),
+                            Output("render-info", "data"), Output("unit-msg", "children"),
+                            Output("unit-name", "children"), Input("win", "data"), Input("unit-index", "value"), Input("topk", "value"))
+    app.clientside_callback(ClientsideFunction("probe", "stepUnit"),
+                            Output("unit-index", "value", allow_duplicate=True),
+                            Input("unit-next", "n_clicks"), Input("unit-prev", "n_clicks"),
+                            State("unit-index", "value"), State("win", "data"), prevent_initial_call=True)
+    app.clientside_callback(ClientsideFunction("probe", "showPanel"),
+                            [Output(f"panel-{v}", "style") for v, _ in TABS], Input("tabs", "value"))
+
+    # ---------------------------------------------------------------- picking a unit from a table
+    @app.callback(Output("layer", "value"), Output("kind", "value"),
+                  Output("unit-index", "value", allow_duplicate=True), Output("unit-msg", "children",
+                                                                              allow_duplicate=True),
+                  Input("find-table", "active_cell"), Input("brush-units", "active_cell"),
+                  prevent_initial_call=True)
+    @guarded(4, 3)
+    def pick_unit(find_cell, brush_cell):
+        cell = find_cell if ctx.triggered_id == "find-table" else brush_cell
+        if not isinstance(cell, dict) or cell.get("row_id") is None:
+            raise PreventUpdate
+        u = svc.unit_from_name(cell["row_id"])
+        return u.layer, u.kind, u.index, ""
+
+    # ---------------------------------------------------------------- find neurons
+    @app.callback(Output("find-table", "data"), Output("find-summary", "children"), Output("find-msg", "children"),
+                  Output("find-table", "active_cell"),
+                  Input("find-btn", "n_clicks"), Input("regex", "n_submit"),
+                  State("concept", "value"), State("regex", "value"), State("regex-flags", "value"),
+                  State("find-kinds", "value"), prevent_initial_call=True)
+    @guarded(4, 2)
+    def find(_c, _s, concept, pattern, flags, kinds):
+        rows, summary = svc.find(concept, pattern, flags or "", kinds)
+        return rows, summary, "", None
+
+    # ---------------------------------------------------------------- brush to hypothesis
+    @app.callback(Output("brush-units", "data"), Output("brush-matches", "data"), Output("brush-summary", "children"),
+                  Output("brush-msg", "children"), Output("tabs", "value"),
+                  Input("brush", "data"), prevent_initial_call=True)
+    @guarded(5, 3)
+    def on_brush(data):
+        units, matches, summary = svc.brush(data)
+        return units, matches, summary, "", "brush"
+
+    # ---------------------------------------------------------------- neuron card (only while its tab is open)
+    @app.callback(Output("card-body", "children"), Output("card-msg", "children"),
+                  Input("tabs", "value"), Input("layer", "value"), Input("kind", "value"),
+                  Input("unit-index", "value"))
+    @guarded(2, 1)
+    def card(tab, layer, kind, index):
+        if tab != "card":
+            raise PreventUpdate
+        return render_card(svc.card(layer, kind, index)), ""
+
+    # ---------------------------------------------------------------- model views (lazy)
+    @app.callback(Output("model-body", "children"), Output("model-msg", "children"),
+                  Input("tabs", "value"), Input("model-view", "value"), Input("concept", "value"),
+                  Input("layer", "value"), Input("kind", "value"))
+    @guarded(2, 1)
+    def model_view(tab, view, concept, layer, kind):
+        if tab != "model":
+            raise PreventUpdate
+        fig = go.Figure(svc.model_view(view, concept, layer, kind))  # a copy: the cached figure stays as built
+        fig.update_layout(width=None, autosize=True)
+        return dcc.Graph(figure=fig, config={"displaylogo": False}, responsive=True), ""
+
+    # ---------------------------------------------------------------- live text and clamping
+    @app.callback(Output("live-win", "data"), Output("live-msg", "children"),
+                  Input("live-run", "n_clicks"), Input("layer", "value"), Input("kind", "value"),
+                  State("live-input", "value"), State("live-win", "data"), prevent_initial_call=True)
+    @guarded(2, 1)
+    def live(_n, layer, kind, text, current):
+        if ctx.triggered_id != "live-run" and not current:
+            raise PreventUpdate  # layer/kind changed before any live text was run
+        return svc.live(text, layer, kind), ""
+
+    app.clientside_callback(ClientsideFunction("probe", "renderLive"),
+                            Output("live-info", "data"), Output("live-unit-msg", "children"),
+                            Input("live-win", "data"), Input("unit-index", "value"), Input("topk", "value"))
+
+    @app.callback(Output("clamp-out", "children"), Output("clamp-msg", "children"),
+                  Input("clamp-btn", "n_clicks"),
+                  State("live-input", "value"), State("layer", "value"), State("kind", "value"),
+                  State("unit-index", "value"), State("clamp-value", "value"), State("clamp-length", "value"),
+                  State("clamp-seed", "value"), prevent_initial_call=True)
+    @guarded(2, 1)
+    def clamp(_n, prime, layer, kind, index, value, length, seed):
+        free, held = svc.clamp(prime, layer, kind, index, value, length, seed)
+        name = f"L{layer}.{kind}.{index}"
+        return html.Div([
+            html.Div("free-running:", className="note"), html.Div(free, className="clamp-out", id="clamp-free"),
+            html.Div(f"with {name} clamped to {value}:", className="note"),
+            html.Div(held, className="clamp-out", id="clamp-held"),
+        ]), ""
+
+
+def _context_line(c: dict) -> html.Div:
+    def show(s: str) -> str:
+        return str(s).replace("\n", "\u21b5").replace("\t", "\u2192")
+    return html.Div([html.Span(f"{float(c['activation']):+9.3f}  row {int(c['row']):>8,}  "),
+                     html.Span(show(c.get("left", ""))), html.Span(show(c.get("char", "")), className="hit"),
+                     html.Span(show(c.get("right", "")))])
+
+
+def render_card(card) -> html.Div:
+    """The neuron card as components: contexts, histogram, quantiles, promoted/suppressed next symbols."""
+    counts, edges = list(card.hist_counts), list(card.hist_edges)
+    centres = [(a + b) / 2 for a, b in zip(edges, edges[1:])]
+    hist = go.Figure(go.Bar(x=centres, y=counts, marker_color="#4393c3"))
+    hist.update_layout(height=220, margin=dict(l=40, r=10, t=30, b=30), yaxis_type="log",
+                       title=dict(text=f"{card.unit}: activation histogram (density {float(card.density):.3f})",
+                                  font=dict(size=13)))
+    def effect(pairs):
+        return ", ".join(f"{sym!r} {float(w):+.2f}" for sym, w in list(pairs)[:10]) or "\u2014"
+    quantiles = ", ".join(f"q{float(q) * 100:g} {float(v):+.3g}" for q, v in dict(card.quantiles).items())
+    return html.Div([
+        html.H4(f"{card.unit}"),
+        html.Div(f"mean {float(card.mean):+.4g}, std {float(card.std):.4g}; {quantiles}", className="note"),
+        html.Div(getattr(card, "note", "") or None, className="note"),
+        dcc.Graph(figure=hist, config={"displayModeBar": False}),
+        html.Div(f"promotes: {effect(card.promoted)}", className="note"),
+        html.Div(f"suppresses: {effect(card.suppressed)}", className="note"),
+        html.H4("top activations"),
+        html.Div([_context_line(c) for c in card.top], className="card-contexts", id="card-top"),
+        html.H4("bottom activations"),
+        html.Div([_context_line(c) for c in card.bottom], className="card-contexts"),
+    ])
+
+
+# ------------------------------------------------------------------------ command line
+
+def serve(args: argparse.Namespace) -> int:
+    if not 0 < args.port < 65536:
+        raise ProbeError(f"--port must be between 1 and 65535, not {args.port}")
+    app = create_app(args.recording, args.checkpoint)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"probe dashboard: warning: serving on {args.host}: anyone who can reach it can read the "
+              "recording", file=sys.stderr)
+    print(f"probe dashboard: {app.probe_service.describe()}\n  open http://{args.host}:{args.port}/",
+          file=sys.stderr)
+    app.run(host=args.host, port=args.port, debug=False)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from probe.commands.dashboard import add_arguments
+    parser = argparse.ArgumentParser(prog="dashboards/app.py", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return serve(args)
+    except ProbeError as e:
+        print(f"probe dashboard: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

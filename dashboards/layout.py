@@ -1,0 +1,149 @@
+"""The page's components (ids are what app.py's callbacks and assets/probe_text.js refer to)."""
+from __future__ import annotations
+
+from dash import dash_table, dcc, html
+
+from dashboards.service import DashboardService
+
+TABS = [("find", "Find neurons"), ("brush", "Brush"), ("card", "Neuron card"), ("model", "Model views"),
+        ("live", "Live text")]
+_TABLE_STYLE = dict(style_table={"maxHeight": "320px", "overflowY": "auto", "overflowX": "auto"},
+                    style_cell={"fontFamily": "monospace", "fontSize": "12px", "padding": "2px 6px",
+                                "textAlign": "left", "cursor": "pointer"},
+                    page_action="none")
+
+
+def _table(id_: str, columns: list[str]) -> dash_table.DataTable:
+    return dash_table.DataTable(id=id_, columns=[{"name": c, "id": c} for c in columns], data=[], **_TABLE_STYLE)
+
+
+def unit_controls(svc: DashboardService) -> html.Div:
+    rec = svc.rec
+    return html.Div(className="controls", children=[
+        html.Label("layer"),
+        dcc.Dropdown(id="layer", className="dd", clearable=False, value=rec.num_layers - 1,
+                     options=[{"label": f"L{l}", "value": l} for l in range(rec.num_layers)]),
+        html.Label("kind"),
+        dcc.Dropdown(id="kind", className="dd", clearable=False,
+                     value="c" if "c" in rec.kinds else rec.kinds[0], options=[{"label": k, "value": k}
+                                                                             for k in rec.kinds]),
+        html.Label("unit"),
+        dcc.Input(id="unit-index", type="number", value=0, step=1, debounce=True,
+                  style={"width": "120px"}),
+        html.Button("\u25c0", id="unit-prev", title="previous unit (\u2190)"),
+        html.Button("\u25b6", id="unit-next", title="next unit (\u2192)"),
+        html.Span(id="unit-name", className="unit-label"),
+        dcc.Checklist(id="topk", options=[{"label": " top-k rows", "value": "on"}], value=[], inline=True),
+        html.Span(id="unit-msg", className="msg"),
+    ])
+
+
+def window_controls(svc: DashboardService) -> html.Div:
+    return html.Div(className="controls", children=[
+        html.Button("\u00ab previous", id="win-prev", title="previous window ([)"),
+        html.Button("next \u00bb", id="win-next", title="next window (])"),
+        html.Label("go to row"),
+        dcc.Input(id="goto", type="number", step=1, style={"width": "140px"}),
+        html.Button("go", id="goto-btn"),
+        html.Span(id="win-label", className="note"),
+        html.Span(id="win-msg", className="msg"),
+    ])
+
+
+def find_panel(svc: DashboardService) -> html.Div:
+    names = svc.concept_names()
+    return html.Div(id="panel-find", className="panel", children=[
+        html.Div(className="controls", children=[
+            html.Label("regex"),
+            dcc.Input(id="regex", type="text", placeholder=r"e.g. \[\[.*?\]\]", style={"width": "260px"},
+                      debounce=False),
+            dcc.Input(id="regex-flags", type="text", placeholder="flags (ims)", style={"width": "70px"}),
+            html.Label("or concept"),
+            dcc.Dropdown(id="concept", options=[{"label": n, "value": n} for n in names],
+                         placeholder="built-in", style={"width": "180px"}),
+            html.Label("kinds"),
+            dcc.Checklist(id="find-kinds", options=[{"label": k, "value": k} for k in svc.rec.kinds],
+                          value=[k for k in svc.rec.kinds if k in ("h", "c")] or svc.rec.kinds[:1], inline=True),
+            html.Button("find neurons", id="find-btn"),
+        ]),
+        html.Div(id="find-msg", className="msg"),
+        html.Div(id="find-summary", className="note"),
+        _table("find-table", ["unit", "metric", "score", "sign", "chance", "p_value", "mean_in", "mean_out"]),
+    ])
+
+
+def brush_panel() -> html.Div:
+    return html.Div(id="panel-brush", className="panel", style={"display": "none"}, children=[
+        html.Div("Select a span of the text with the mouse: the units on inside it and off around it are listed, "
+                 "then the other places where the top units do the same. Click a unit to show it, a place to go "
+                 "there.", className="note"),
+        html.Div(id="brush-msg", className="msg"),
+        html.Div(id="brush-summary", className="note"),
+        _table("brush-units", ["unit", "score", "sign", "inside", "outside", "separation"]),
+        html.H4("same pattern elsewhere"),
+        _table("brush-matches", ["row", "length", "context"]),
+    ])
+
+
+def card_panel() -> html.Div:
+    return html.Div(id="panel-card", className="panel", style={"display": "none"}, children=[
+        html.Div(id="card-msg", className="msg"),
+        dcc.Loading(html.Div(id="card-body")),
+    ])
+
+
+def model_panel(svc: DashboardService) -> html.Div:
+    return html.Div(id="panel-model", className="panel", style={"display": "none"}, children=[
+        html.Div(className="controls", children=[
+            dcc.RadioItems(id="model-view", value="training", inline=True,
+                           options=[{"label": f" {v} ", "value": k} for k, v in svc.MODEL_VIEWS.items()]),
+        ]),
+        html.Div(id="model-msg", className="msg"),
+        dcc.Loading(html.Div(id="model-body")),
+    ])
+
+
+def live_panel(svc: DashboardService) -> html.Div:
+    has_model = svc.checkpoint_path() is not None
+    return html.Div(id="panel-live", className="panel", style={"display": "none"}, children=[
+        html.Div(None if has_model else "No model: start the dashboard with --checkpoint RUN to use live text.",
+                 className="note"),
+        dcc.Textarea(id="live-input", rows=4, placeholder="Type or paste text; the model reads it.",
+                     value=""),
+        html.Div(className="controls", children=[
+            html.Button("run the model", id="live-run"),
+            html.Span("(colored by the selected unit)", className="note"),
+        ]),
+        html.Div(id="live-msg", className="msg"),
+        html.Div(id="live-unit-msg", className="msg"),
+        html.Div(id="live-view", className="text-view"),
+        html.H4("clamp the selected unit and generate"),
+        html.Div(className="controls", children=[
+            html.Label("value"),
+            dcc.Input(id="clamp-value", type="number", style={"width": "110px"}, value=1.0, step=0.1),
+            html.Label("length"),
+            dcc.Input(id="clamp-length", type="number", style={"width": "110px"}, value=200, min=1, max=2000),
+            html.Label("seed"),
+            dcc.Input(id="clamp-seed", type="number", style={"width": "100px"}, value=0, min=0),
+            html.Button("generate", id="clamp-btn"),
+        ]),
+        html.Div(id="clamp-msg", className="msg"),
+        html.Div(id="clamp-out"),
+    ])
+
+
+def page(svc: DashboardService) -> html.Div:
+    return html.Div(className="probe-page", children=[
+        html.Div(className="probe-header", children=[
+            html.H1("probe: units over text"), html.Div(svc.describe(), className="info")]),
+        unit_controls(svc),
+        html.Div(className="main", children=[
+            html.Div(className="left", children=[window_controls(svc),
+                                                 html.Div(id="text-view", className="text-view")]),
+            html.Div(className="right", children=[
+                dcc.Tabs(id="tabs", value="find", children=[dcc.Tab(label=l, value=v) for v, l in TABS]),
+                find_panel(svc), brush_panel(), card_panel(), model_panel(svc), live_panel(svc)]),
+        ]),
+        dcc.Store(id="win"), dcc.Store(id="win-pos", data={"start": 0, "mark": None}),
+        dcc.Store(id="brush"), dcc.Store(id="render-info"), dcc.Store(id="live-win"), dcc.Store(id="live-info"),
+    ])

@@ -1,0 +1,127 @@
+"""Windows of a recording as compact payloads for the browser.
+
+The server never loads a recording whole: a window is a slice of rows read
+from the memory-mapped arrays of one layer and kind. Its activations travel
+once per window as base64 float16 (rows x H, row-major) with a per-unit color
+range, and the browser recolors the text itself when the unit changes.
+"""
+from __future__ import annotations
+
+import base64
+import math
+
+import numpy as np
+
+from probe.errors import ProbeError
+from probe.figures.colors import ACTIVATION_SCALE, PROBABILITY_SCALE
+from probe.recording import Recording, Unit, array_name
+
+WINDOW_ROWS = 2000
+FLOAT16_MAX = 65504.0
+
+
+def as_int(value, what: str) -> int:
+    """An integer from callback input (int, float or numeric string), else a ProbeError."""
+    if value is None or value == "":
+        raise ProbeError(f"type a whole number for the {what}")
+    if isinstance(value, bool):
+        raise ProbeError(f"{what} must be a whole number, not {value!r}")
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit() and len(value.strip()) < 19:
+        return int(value.strip())
+    raise ProbeError(f"{what} must be a whole number, not {str(value)[:40]!r}")
+
+
+def check_unit(rec: Recording, layer, kind, index) -> Unit:
+    """The unit named by (layer, kind, index) callback values, validated against the recording."""
+    if not isinstance(kind, str) or kind not in rec.kinds:
+        raise ProbeError(f"kind must be one of {', '.join(rec.kinds)}, not {str(kind)[:20]!r}")
+    return rec.check_unit(Unit(as_int(layer, "layer"), kind, as_int(index, "unit index")))
+
+
+def window_bounds(start, n_rows: int, size: int = WINDOW_ROWS) -> tuple[int, int]:
+    """[start, stop) of the window that begins at `start` (ProbeError outside the recording)."""
+    s = as_int(start, "window start")
+    if not 0 <= s < n_rows:
+        raise ProbeError(f"window start {s} is outside the text (rows 0 to {n_rows - 1})")
+    return s, min(n_rows, s + size)
+
+
+def color_ranges(acts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per unit (lo, hi), as probe.figures.colors.symmetric_range: [0, 1] for gate-like units, else +-max|a|."""
+    a = np.where(np.isfinite(acts), acts, 0.0).astype(np.float64)
+    lo_all, hi_all = a.min(axis=0), a.max(axis=0)
+    gate_like = (lo_all >= 0.0) & (hi_all <= 1.0)
+    m = np.abs(a).max(axis=0)
+    m = np.where(m > 0, m, 1.0)
+    lo = np.where(gate_like, 0.0, -m)
+    hi = np.where(gate_like, 1.0, m)
+    return lo, hi
+
+
+def encode_float16(acts: np.ndarray) -> str:
+    """base64 of the row-major float16 array (clipped to float16's range, NaN -> 0)."""
+    a = np.nan_to_num(np.asarray(acts, np.float32), nan=0.0, posinf=FLOAT16_MAX, neginf=-FLOAT16_MAX)
+    a = np.clip(a, -FLOAT16_MAX, FLOAT16_MAX).astype("<f2")
+    return base64.b64encode(np.ascontiguousarray(a).tobytes()).decode("ascii")
+
+
+def decode_float16(b64: str, rows: int, width: int) -> np.ndarray:
+    """Inverse of encode_float16 (for tests and checks)."""
+    return np.frombuffer(base64.b64decode(b64), dtype="<f2").reshape(rows, width).astype(np.float32)
+
+
+def payload(*, wid: str, start: int, n_rows: int, chars: list[str], acts: np.ndarray, layer: int, kind: str,
+            topk: list[list[tuple[str, float]]] | None, loss: np.ndarray | None, mark=None) -> dict:
+    """The JSON-able dict the browser's renderer reads (see assets/probe_text.js)."""
+    rows, width = acts.shape
+    if len(chars) != rows:
+        raise ValueError(f"{len(chars)} characters for {rows} rows")
+    lo, hi = color_ranges(acts)
+    loss_list = None
+    if loss is not None:
+        loss_list = [None if not np.isfinite(x) else round(float(x), 3) for x in np.asarray(loss, np.float32)]
+    return {
+        "wid": wid, "start": int(start), "stop": int(start + rows), "n_rows": int(n_rows),
+        "layer": int(layer), "kind": kind, "H": int(width), "chars": chars,
+        "acts": encode_float16(acts), "lo": [round(float(x), 6) for x in lo], "hi": [round(float(x), 6) for x in hi],
+        "topk": None if topk is None else [[[s, round(float(p), 4)] for s, p in row] for row in topk],
+        "loss": loss_list, "mark": mark,
+        "scale": ACTIVATION_SCALE, "pscale": PROBABILITY_SCALE,
+    }
+
+
+def window_payload(rec: Recording, start, layer, kind, *, size: int = WINDOW_ROWS, mark=None) -> dict:
+    """The window of rows [start, start + size) for one layer and kind, read from the memory-mapped arrays."""
+    u = check_unit(rec, layer, kind, 0)
+    s, e = window_bounds(start, rec.n_rows, size)
+    acts = np.asarray(rec.array(array_name(u.layer, u.kind))[s:e], dtype=np.float32)
+    topk = rec.topk(s, e) if rec.has("topk_ids") and rec.has("topk_probs") else None
+    loss = np.asarray(rec.loss_bits[s:e], np.float32) if rec.has("loss_bits") else None
+    return payload(wid=f"rec:{s}:{u.layer}:{u.kind}:{mark}", start=s, n_rows=rec.n_rows,
+                   chars=rec.row_strings(s, e), acts=acts, layer=u.layer, kind=u.kind, topk=topk, loss=loss,
+                   mark=mark)
+
+
+def interpolate(scale: list, t: float) -> tuple[int, int, int]:
+    """RGB of a plotly-style color scale at t in [0, 1] (linear between stops), as the browser computes it."""
+    t = min(1.0, max(0.0, float(t)))
+    for (t0, c0), (t1, c1) in zip(scale, scale[1:]):
+        if t <= t1:
+            f = 0.0 if t1 == t0 else (t - t0) / (t1 - t0)
+            a, b = _rgb(c0), _rgb(c1)
+            return tuple(int(round(x + (y - x) * f)) for x, y in zip(a, b))
+    return _rgb(scale[-1][1])
+
+
+def _rgb(hex_color: str) -> tuple[int, int, int]:
+    h = hex_color.lstrip("#")
+    return int(h[0:2], 16), int(h[2:4], 16), int(h[4:6], 16)
+
+
+def activation_rgb(value: float, lo: float, hi: float) -> tuple[int, int, int]:
+    """The background color of a character with activation `value` in a unit colored over [lo, hi]."""
+    return interpolate(ACTIVATION_SCALE, (value - lo) / (hi - lo) if hi > lo else 0.5)
