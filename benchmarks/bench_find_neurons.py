@@ -9,8 +9,10 @@ copies a regex concept) once in a cache folder, then times `find_neurons`.
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -76,20 +78,27 @@ def main() -> int:
     if not (cache / "meta.json").exists():
         t = time.perf_counter()
         build(cache, n, layers, hidden)
-        print(f"built {cache} in {time.perf_counter() - t:.1f} s")
+        print(f"built {cache} in {time.perf_counter() - t:.1f} s", flush=True)
+        argv = [sys.executable, __file__, *sys.argv[1:]]
+        if args.cache is None:
+            argv += ["--cache", str(cache)]  # a fresh process: the peak memory measured is find_neurons' alone
+        rc = subprocess.call(argv)
+        if args.cache is None and args.quick:
+            shutil.rmtree(cache, ignore_errors=True)
+        return rc
     rec = Recording.open(cache)
     c = concepts.get("wiki-link")
+    load = os.getloadavg()[0]
     find_neurons(Recording.open(cache), c, layers=[0], kinds=["h"], n_perm=2)  # compile numba kernels
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     res = find_neurons(rec, c, n_perm=args.n_perm)
-    dt = time.perf_counter() - t
+    dt, cpu = time.perf_counter() - t, time.process_time() - cpu
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     top = res.table.iloc[0]
     print(f"find_neurons: {n:,} chars x {layers} layers x {hidden} units x (h, c) = {res.n_units:,} units, "
-          f"{args.n_perm} permutations: {dt:.1f} s, peak RSS {peak_mb:.0f} MB")
+          f"{args.n_perm} permutations: {dt:.1f} s wall, {cpu:.1f} s CPU (all threads), peak RSS {peak_mb:.0f} MB, "
+          f"load average before {load:.1f}")
     print(f"top unit {top.unit} held-out AUC {top.score:.3f} (chance {res.chance:.3f}, p {top.p_value:.3g})")
-    if args.cache is None and args.quick:
-        shutil.rmtree(cache, ignore_errors=True)
     return 0
 
 

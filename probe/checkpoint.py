@@ -170,3 +170,13 @@ def load(path: str | Path, which: str = "best", device: str | torch.device = "cp
         except (SafetensorError, json.JSONDecodeError, OSError) as e:
             raise ProbeError(f"corrupted checkpoint {p}: trainer state: {e}") from None
     return ck
+
+
+def export(source: str | Path, dest: str | Path, half: bool = True, which: str = "best") -> Path:
+    """A lean copy for shipping: weights (float16 by default) and checkpoint.json, no trainer state."""
+    ck = load(source, which=which)
+    meta = {k: v for k, v in ck.meta.items() if k not in ("files", "format", "version", "saved_at")}
+    meta["exported_from"] = {"path": str(ck.path), "step": ck.meta.get("step"),
+                             "dtype": "float16" if half else "float32"}
+    save(Path(dest), ck.model, meta, dtype=torch.float16 if half else torch.float32)
+    return Path(dest)

@@ -10,7 +10,7 @@ from probe.errors import ProbeError
 
 # Each module defines NAME, HELP, add_arguments(parser) and run(args) -> int.
 COMMANDS = [
-    "train", "sample", "record", "concepts", "find_neurons", "fit_probe", "neuron", "saturation",
+    "train", "sample", "export", "record", "concepts", "find_neurons", "fit_probe", "neuron", "saturation",
     "embed", "evaluate", "heatmap", "report", "dashboard",
 ]
 

@@ -202,3 +202,12 @@ def row_labels(rec, concept: Concept) -> np.ndarray:
         raise ProbeError(f"concept {concept.name} is constant ({labels[0]}) on the recorded text: "
                          f"it is absent from it")
     return labels
+
+
+def as_concept(concept):
+    """A Concept as is; a string through `get` (built-in name, else regex); None stays None."""
+    if concept is None or isinstance(concept, Concept):
+        return concept
+    if isinstance(concept, str):
+        return get(concept)
+    raise ProbeError(f"a concept must be a Concept, a built-in name or a regex, not {type(concept).__name__}")

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from probe.concepts import Concept
+from probe.concepts import Concept, as_concept
 from probe.errors import ProbeError
 from probe.recording import Recording, array_name
 
@@ -28,8 +28,9 @@ def pca_2d(X: np.ndarray, dims: int = 2) -> np.ndarray:
 
 
 def embed_states(rec: Recording, *, layer: int, kind: str = "h", method: str = "pca",
-                 concept: Concept | None = None, n: int = 5000, seed: int = 0) -> pd.DataFrame:
+                 concept: Concept | str | None = None, n: int = 5000, seed: int = 0) -> pd.DataFrame:
     """Columns x, y, row, char, label (the concept's row label, NaN without a concept)."""
+    concept = as_concept(concept)
     if method not in METHODS:
         raise ProbeError(f"--method must be one of {', '.join(METHODS)}, not {method!r}")
     if n < 3:

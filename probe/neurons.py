@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
-from probe.concepts import Concept, row_labels
+from probe.concepts import Concept, as_concept, row_labels
 from probe.errors import ProbeError
 from probe.recording import Recording, array_name
 
@@ -119,7 +119,9 @@ def sample_runs(start: int, stop: int, max_rows: int = SAMPLE_ROWS, n_runs: int 
 # --------------------------------------------------------------------------- the streaming kernel
 
 def _accumulate_numpy(xf, xh, half, lo, inv_w, nb, codes, hist, s1, s2, cdf, zc, center, zx):
-    """Reference implementation of `_accumulate` (used when numba is missing, and in tests)."""
+    """Reference implementation of `_accumulate` (used when numba is missing, and in tests).
+
+    zc and zx are unit-major (H, rows) or empty (0, ...) when not wanted."""
     x = xh.view(np.float16).astype(np.float32) if half else xf
     rows, H = x.shape
     K = hist.shape[2]
@@ -140,9 +142,9 @@ def _accumulate_numpy(xf, xh, half, lo, inv_w, nb, codes, hist, s1, s2, cdf, zc,
         s1[:, 0] += d.sum(axis=0)
         s2[:, 0] += (d ** 2).sum(axis=0)
     if zc.shape[0]:
-        zc[:rows] = cdf[np.arange(H)[None, :], b]
+        zc[:, :rows] = cdf[np.arange(H)[None, :], b].T
     if zx.shape[0]:
-        zx[:rows] = d
+        zx[:, :rows] = d.T
 
 
 try:  # a fused, parallel kernel when numba is there (it comes with umap-learn)
@@ -167,10 +169,12 @@ try:  # a fused, parallel kernel when numba is there (it comes with umap-learn)
     @numba.njit(parallel=True, cache=True)
     def _accumulate_numba(xf, xh, half, lo, inv_w, nb, codes, hist, s1, s2, cdf, zc, center, zx):
         """Fills histograms (unit, bin, label code), centered moments (split by label when K == 2,
-        else all in column 0), ranks `zc` and centered values `zx`; float16 input comes as uint16 bits.
+        else all in column 0), ranks `zc` and centered values `zx` (both unit-major: (H, rows));
+        float16 input comes as its uint16 bits.
 
-        Parallel over blocks of 16 units; rows in tiles of 256 so that the tile's
-        cache lines and one unit's histogram stay in the core's caches.
+        Parallel over blocks of 16 units; each tile of 256 rows x 16 units is first
+        copied into a small unit-major buffer (row-major reads of a (rows, H) array
+        with a power-of-two stride would thrash the cache), then scanned unit by unit.
         """
         rows = xh.shape[0] if half else xf.shape[0]
         H = xh.shape[1] if half else xf.shape[1]
@@ -181,10 +185,19 @@ try:  # a fused, parallel kernel when numba is there (it comes with umap-learn)
         for bi in numba.prange(n_blocks):
             u0 = bi * 16
             u1 = min(H, u0 + 16)
+            nu = u1 - u0
             acc = np.zeros((16, 4))
-            for t0 in range(0, rows, 512):
-                t1 = min(rows, t0 + 512)
-                for u in range(u0, u1):
+            buf = np.empty((16, 256), np.float32)
+            for t0 in range(0, rows, 256):
+                t1 = min(rows, t0 + 256)
+                for t in range(t0, t1):
+                    for j in range(nu):
+                        if half:
+                            buf[j, t - t0] = _half_to_float(np.int32(xh[t, u0 + j]), pow2)
+                        else:
+                            buf[j, t - t0] = xf[t, u0 + j]
+                for j in range(nu):
+                    u = u0 + j
                     lo_u, iw, c = lo[u], inv_w[u], center[u]
                     top = lo_u + nb / iw
                     a1 = 0.0
@@ -193,7 +206,7 @@ try:  # a fused, parallel kernel when numba is there (it comes with umap-learn)
                     b2 = 0.0
                     for t in range(t0, t1):
                         k = codes[t]
-                        v = _half_to_float(np.int32(xh[t, u]), pow2) if half else xf[t, u]
+                        v = buf[j, t - t0]
                         if v != v:
                             v = lo_u
                         f = (v - lo_u) * iw
@@ -216,16 +229,15 @@ try:  # a fused, parallel kernel when numba is there (it comes with umap-learn)
                             b1 += d
                             b2 += dd
                         if want_zc:
-                            zc[t, u] = cdf[u, b]
+                            zc[u, t] = cdf[u, b]
                         if want_zx:
-                            zx[t, u] = d
-                    j = u - u0
+                            zx[u, t] = d
                     acc[j, 0] += a1
                     acc[j, 1] += a2
                     acc[j, 2] += b1
                     acc[j, 3] += b2
-            for u in range(u0, u1):
-                j = u - u0
+            for j in range(nu):
+                u = u0 + j
                 if K == 2:
                     s1[u, 0] += acc[j, 0] - acc[j, 2]
                     s2[u, 0] += acc[j, 1] - acc[j, 3]
@@ -258,11 +270,11 @@ class _ArrayStats:
         self.nb = nb
         # approximate mid-rank (CDF) of each bin from the sample
         counts = np.zeros((H, nb, 1), np.int32)
-        none = np.zeros((0, H), np.float32)
+        none = np.zeros((H, 0), np.float32)
         _accumulate(np.ascontiguousarray(sample, dtype=np.float32), np.zeros((0, H), np.uint16), False,
                     self.lo, self.inv_w, nb,
                     np.zeros(len(sample), np.int64), counts, np.zeros((H, 1)), np.zeros((H, 1)),
-                    np.zeros((H, nb), np.float32), none, self.center, none)
+                    np.zeros((H, nb), np.float32), none.T, self.center, none.T)
         c = counts[:, :, 0].astype(np.float64)
         self.cdf = ((np.cumsum(c, axis=1) - 0.5 * c) / max(1, len(sample))).astype(np.float32)
         self.parts = {p: (np.zeros((H, nb, K), np.int32), np.zeros((H, K)), np.zeros((H, K))) for p in ("select", "report")}
@@ -372,10 +384,11 @@ def _check_parts(concept: Concept, y: np.ndarray, sel: tuple[int, int], rep: tup
             raise ProbeError(f"concept {concept.name} is constant in the {name} part (rows {s}:{e}) of the text")
 
 
-def find_neurons(rec: Recording, concept: Concept, *, kinds: list[str] | None = None,
+def find_neurons(rec: Recording, concept: Concept | str, *, kinds: list[str] | None = None,
                  layers: list[int] | None = None, select_frac: float = 0.5, n_blocks: int = 20,
                  n_perm: int = 100, seed: int = 0, chunk_rows: int = 16384) -> NeuronSearch:
     """Score every unit of the chosen layers and kinds against `concept` (see the module docstring)."""
+    concept = as_concept(concept)
     arrays = _resolve_arrays(rec, kinds, layers)
     if n_perm < 1:
         raise ProbeError(f"n_perm must be at least 1, not {n_perm}")
@@ -421,9 +434,9 @@ def find_neurons(rec: Recording, concept: Concept, *, kinds: list[str] | None = 
 
         # 2. one streaming pass over both parts
         x = np.empty((chunk_rows, H), np.float32)
-        zc = np.empty((chunk_rows, H), np.float32)
-        zx = np.empty((chunk_rows, H), np.float32)
-        empty = np.zeros((0, H), np.float32)
+        zc = np.empty(H * chunk_rows, np.float32)   # flat buffers: each chunk uses a contiguous (H, rows) view
+        zx = np.empty(H * chunk_rows, np.float32)
+        empty = np.zeros((0, chunk_rows), np.float32)
         S_rep = np.zeros((len(names), H, 1 + n_perm))     # ranks (binary) or values (continuous) x labels
         S_spear = np.zeros((len(names), H))
         S_sel = np.zeros((len(names), H))
@@ -442,15 +455,15 @@ def find_neurons(rec: Recording, concept: Concept, *, kinds: list[str] | None = 
                     xf, xh, half = readers[n].kernel_input(s, e, x)
                     want_zc = part == "report"
                     want_zx = not binary
-                    zcb = zc[:e - s] if want_zc else empty
-                    zxb = zx[:e - s] if want_zx else empty
+                    zcb = zc[:H * (e - s)].reshape(H, e - s) if want_zc else empty
+                    zxb = zx[:H * (e - s)].reshape(H, e - s) if want_zx else empty
                     _accumulate(xf, xh, half, st.lo, st.inv_w, st.nb, codes, hist, s1, s2, st.cdf, zcb, st.center, zxb)
                     if part == "report":
-                        S_rep[ai] += ((zcb if binary else zxb).T @ Y)
+                        S_rep[ai] += (zcb if binary else zxb) @ Y
                         if not binary:
-                            S_spear[ai] += zcb.T @ ry_rep_c[s - p0:e - p0]
+                            S_spear[ai] += zcb @ ry_rep_c[s - p0:e - p0]
                     elif not binary:
-                        S_sel[ai] += zxb.T @ y_sel_c[s - p0:e - p0]
+                        S_sel[ai] += zxb @ y_sel_c[s - p0:e - p0]
     finally:
         for r_ in readers.values():
             r_.close()

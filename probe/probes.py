@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from probe.concepts import Concept, row_labels
+from probe.concepts import Concept, as_concept, row_labels
 from probe.errors import ProbeError
 from probe.recording import Recording, array_name, text_sha256
 
@@ -162,11 +162,12 @@ def _check_same_shape(rec: Recording, other: Recording) -> None:
 
 # --------------------------------------------------------------------------- the report
 
-def fit_probes(rec: Recording, concept: Concept, *, kinds: list[str] | None = None,
+def fit_probes(rec: Recording, concept: Concept | str, *, kinds: list[str] | None = None,
                layers: list[int] | None = None, untrained: Recording | str | None = None, seed: int = 0,
                train_frac: float = 0.7, max_train: int = 10000, max_test: int = 5000, control_k: int = 1,
                sparse: bool = True) -> ProbeReport:
     """Probes, baselines and the sparse curve for every chosen layer and state kind (default: h and c)."""
+    concept = as_concept(concept)
     have = rec.kinds
     kinds = [k for k in ("h", "c") if k in have] if kinds is None else list(kinds)
     for k in kinds:
@@ -185,6 +186,7 @@ def fit_probes(rec: Recording, concept: Concept, *, kinds: list[str] | None = No
         else:
             try:
                 untrained = untrained_recording(rec)
+                _check_same_shape(rec, untrained)
             except ProbeError as e:
                 notes.append(f"no untrained baseline: {e}")
                 untrained = None

@@ -358,7 +358,8 @@ class Recording:
     @property
     def text(self) -> str:
         if self._text is None:
-            self._text = (self.path / "text.txt").read_text(encoding="utf-8")
+            with open(self.path / "text.txt", encoding="utf-8", newline="") as f:  # keep \r\n as two characters
+                self._text = f.read()
         return self._text
 
     @property

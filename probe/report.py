@@ -188,9 +188,6 @@ def concept_section(r: Report, rec: Recording, concept, *, top: int, heat_units:
                                  f"on {html.escape(concept.name)}, rows {p0:,}:{stop:,}")
         parts.append(r.figure(f"{slug}-heatmap-{i + 1}-{unit.replace('.', '_')}", fig))
     strip = labels.astype(np.float64)
-    if concept.kind != "binary":
-        lo, hi = float(np.min(strip)), float(np.max(strip))
-        strip = (strip - lo) / (hi - lo) if hi > lo else strip * 0
     first = p0 + int(np.argmax(strip[p0:p1] > 0)) if concept.kind == "binary" else p0
     s0 = max(p0, first - 50)
     s1 = min(p1, s0 + 150)

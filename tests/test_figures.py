@@ -123,8 +123,12 @@ def test_unit_heatmap_marks_concept_and_normalizes(rec):
     np.testing.assert_array_equal(np.asarray(strip.z)[0], labels[:90].astype(float))
     z = np.asarray(main.z)
     raw = rec.units(units, 0, 90)
-    np.testing.assert_allclose(z, (raw / np.abs(raw).max(axis=0)).T, rtol=1e-5)
-    assert list(main.y) == units and np.abs(z).max() == pytest.approx(1.0)
+    # L1.c.3 takes both signs: divided by its max |value|; the column and the ramp are one-sided: min-max
+    np.testing.assert_allclose(z[0], raw[:, 0] / np.abs(raw[:, 0]).max(), rtol=1e-5)
+    for i in (1, 2):
+        lo, hi = raw[:, i].min(), raw[:, i].max()
+        np.testing.assert_allclose(z[i], 2 * (raw[:, i] - lo) / (hi - lo) - 1, rtol=1e-5, atol=1e-6)
+    assert list(main.y) == units and z.min() == pytest.approx(-1.0) and z.max() == pytest.approx(1.0)
     assert list(fig.layout.xaxis2.ticktext)[:5] == ["S", "e", "e", SPACE, "["]
 
 
@@ -204,6 +208,13 @@ def test_text_heatmap_byte_model_is_per_character(tiny_byte_lstm, tmp_path):
     lines, cols = wrap_positions(list(text), 40)
     z = np.asarray(fig.data[0].z, dtype=float)
     np.testing.assert_allclose(z[lines, cols], rec.unit("L0.h.2")[last_rows], rtol=1e-6)
+
+
+def test_color_range_rules():
+    from probe.figures.colors import symmetric_range
+    assert symmetric_range(np.array([0.1, 0.9])) == (0.0, 1.0)  # gates
+    assert symmetric_range(np.array([-2.0, 0.5, 1.0])) == (-2.0, 2.0)  # both signs: centred on 0
+    assert symmetric_range(np.array([-150.0, -90.0, -20.0])) == (-150.0, -20.0)  # one-sided: its own range
 
 
 def test_text_colors_stay_legible():

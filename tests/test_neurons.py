@@ -118,6 +118,12 @@ def test_permutation_null_is_seeded(planted):
     assert not np.array_equal(a, e)
 
 
+def test_concept_given_by_name_or_regex_string(planted):
+    by_name = neurons.find_neurons(planted, "wiki-link", n_perm=5)
+    by_regex = neurons.find_neurons(planted, r"\[\[[^\]]*\]\]", n_perm=5)
+    assert by_name.concept.name == "wiki-link" and by_name.table.iloc[0].unit == by_regex.table.iloc[0].unit == "L1.c.3"
+
+
 def test_kinds_and_layers_filter(planted):
     res = neurons.find_neurons(planted, concepts.get("wiki-link"), kinds=["c"], layers=[1], n_perm=5)
     assert set(res.table.unit.str[:4]) == {"L1.c"} and res.n_units == 8
@@ -180,6 +186,8 @@ def test_cli_table_json_csv(planted, tmp_path, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["--pattern", "[["], "invalid regex '[[': unterminated character set at position 0"),
     (["--pattern", "qqqzzz"], "matches nothing"),
+    (["--pattern", r"[\s\S]"], "matches everything"),
+    (["--concept", "indent"], "absent from it"),
     (["--concept", "nope"], "unknown concept 'nope'"),
     (["--concept", "url", "--kinds", "i"], "has no 'i' arrays"),
     (["--concept", "url", "--layers", "x"], "--layers must be a comma-separated list"),
@@ -193,3 +201,25 @@ def test_cli_errors_are_one_line(planted, capsys, argv, message):
 def test_cli_missing_recording(tmp_path, capsys):
     assert main(["find-neurons", str(tmp_path / "none"), "--concept", "url"]) == 2
     assert "no such recording" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- a real tiny byte-level model
+
+@pytest.mark.slow
+def test_real_byte_recording_with_gates(tiny_byte_lstm, wiki_bytes, tmp_path, capsys):
+    record = pytest.importorskip("probe.record").record
+    text = wiki_bytes[:4000].decode("utf-8", "ignore")
+    r = record(tiny_byte_lstm, text, tmp_path / "rec")
+    rec = r if isinstance(r, Recording) else Recording.open(tmp_path / "rec")
+    assert rec.by_bytes
+    res = neurons.find_neurons(rec, concepts.get("xml-tag"), n_perm=20)
+    assert res.n_units == 2 * 16 * len(rec.kinds) and {"h", "c", "f"} <= set(res.table.kind)
+    assert np.isfinite(res.table[["score", "select_score", "p_value", "mi"]].to_numpy()).all()
+    # held-out AUC of a unit equals the exact AUC over the report rows (labels mapped bytes -> characters)
+    y = rec.row_labels(concepts.get("xml-tag").labels(rec.text))
+    r0, r1 = res.report_rows
+    row = res.table.iloc[0]
+    x = rec.unit(row.unit, r0, r1)
+    assert row.auc == pytest.approx(roc_auc_score(y[r0:r1], x), abs=0.005)
+    assert main(["find-neurons", str(rec.path), "--concept", "xml-tag", "--kinds", "f", "--n-perm", "10"]) == 0
+    assert ".f." in capsys.readouterr().out

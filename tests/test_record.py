@@ -325,8 +325,15 @@ def test_byte_model_test_split_ends_the_corpus(tiny_byte_lstm, tmp_path):
     assert len(np.asarray(rec.char_of_row)) == rec.n_rows
 
 
-@pytest.mark.xfail(strict=True, reason="Recording.text reads text.txt with universal newlines: '\\r\\n' -> '\\n' "
-                   "(fix in probe/recording.py: open(..., encoding='utf-8', newline=''))")
 def test_carriage_returns_keep_rows_and_characters_aligned(tiny_lstm, tmp_path):
     rec = record(tiny_lstm, "ab\r\ncd\re", tmp_path / "crlf")
     assert len(rec.text) == rec.n_rows == 8
+
+
+def test_gate_matmul_is_float32_exact_and_uses_the_fast_path():
+    import probe.record as pr
+    torch.manual_seed(0)
+    x, w, b = torch.randn(300, 40), torch.randn(64, 40), torch.randn(64)
+    expect = (x.double() @ w.double().T + b.double()).float()
+    np.testing.assert_allclose(pr.linear(x, w, b).numpy(), expect.numpy(), atol=1e-5, rtol=0)
+    assert pr._onednn_linear_ok  # oneDNN's matmul answered (else the recorder silently uses addmm)

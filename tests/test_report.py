@@ -48,7 +48,7 @@ def fake_analyses(monkeypatch):
         calls.append(("embed_states", layer, kind, method, getattr(concept, "name", concept)))
         m = min(n, rec.n_rows)
         return pd.DataFrame(dict(x=np.arange(m, dtype=float), y=np.zeros(m), row=np.arange(m),
-                                 char=list(rec.text[:m]), label=np.zeros(m, dtype=np.uint8)))
+                                 char=rec.row_strings(0, m), label=np.zeros(m, dtype=np.uint8)))
 
     for name, fn in (("probes", fit_probes), ("saturation", gate_saturation), ("embedding", embed_states)):
         mod = types.ModuleType(f"probe.{name}")
@@ -165,3 +165,16 @@ def test_report_overwrite_replaces(rec_path, tmp_path, monkeypatch):
     build_report(Recording.open(rec_path), ["column"], out, images=False, overwrite=True, say=_quiet)
     assert not (out / "stale.txt").exists() and (out / "tables" / "column-units.csv").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rep"]
+
+
+def test_report_on_a_byte_model_recording(tiny_byte_lstm, tmp_path, fake_analyses):
+    from probe.record import record
+    text = ("Voir [[Zürich]] et [[Genève]], http://exemple.fr/été puis la suite du texte.\n" * 30)
+    rec = record(tiny_byte_lstm, text, tmp_path / "rec")
+    out = build_report(rec, ["wiki-link"], tmp_path / "rep", images=False, say=_quiet)
+    bpc = pd.read_csv(out / "tables" / "bits-per-char.csv").iloc[0]
+    assert bpc["bits_per_char"] > bpc["bits_per_symbol"]  # more bytes than characters
+    html = (out / "index.html").read_text(encoding="utf-8")
+    # the heatmaps draw characters, not bytes: "ü" is one character, no raw UTF-8 byte shows
+    assert '"\\u00fc"' in html or '"ü"' in html
+    assert "\\xc3" not in html

@@ -229,3 +229,16 @@ def test_ddp_two_gloo_ranks_end_with_identical_weights(tmp_path, small_text_file
     ck = checkpoint.load(tmp_path / "ddp", which="latest")
     h = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in ck.model.parameters())).hexdigest()
     assert h == hashes["0"] and saved
+
+
+def test_export_makes_a_lean_float16_copy_that_predicts_like_the_original(tmp_path, tiny_lstm):
+    dest = checkpoint.export(tiny_lstm, tmp_path / "shipped")
+    assert sorted(p.name for p in dest.iterdir()) == ["checkpoint.json", "model.safetensors"]
+    w = load_file(str(dest / "model.safetensors"))
+    assert all(v.dtype == torch.float16 for v in w.values())
+    a, b = checkpoint.load(tiny_lstm), checkpoint.load(dest)
+    x = torch.randint(0, a.vocab.size, (1, 50))
+    la, _ = a.model(x)
+    lb, _ = b.model(x)
+    assert torch.allclose(la, lb, atol=2e-2) and not torch.equal(la, lb)
+    assert b.meta["metrics"] == a.meta["metrics"] and b.meta["exported_from"]["dtype"] == "float16"

@@ -25,6 +25,11 @@ def show(s: str) -> str:
     return s.replace("\\", "\\\\").replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r")
 
 
+def show_symbol(s: str) -> str:
+    """A vocabulary symbol quoted: ' ', '\\n', 'a'; byte symbols arrive already escaped (\\xe1)."""
+    return repr(s) if len(s) == 1 else f"'{s}'"
+
+
 def _line(c: dict, window: int) -> str:
     left = show(c["left"])[-window:]
     return f"{c['activation']:>9.3f}  {left:>{window}}\u00ab{show(c['char'])}\u00bb{show(c['right'])}"
@@ -62,8 +67,8 @@ def run(args: argparse.Namespace) -> int:
     for c in card.bottom:
         print(_line(c, w))
     if card.promoted:
-        print("\npromotes next: " + "  ".join(f"{show(s)!s}:{v:+.2f}" for s, v in card.promoted))
-        print("suppresses next: " + "  ".join(f"{show(s)!s}:{v:+.2f}" for s, v in card.suppressed))
+        print("\npromotes next: " + "  ".join(f"{show_symbol(s)}:{v:+.2f}" for s, v in card.promoted))
+        print("suppresses next: " + "  ".join(f"{show_symbol(s)}:{v:+.2f}" for s, v in card.suppressed))
     elif card.note:
         print(f"\n({card.note})")
     return 0

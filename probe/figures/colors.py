@@ -41,7 +41,12 @@ def is_marker(ch: str) -> bool:
 
 
 def symmetric_range(values: np.ndarray, quantile: float = 1.0) -> tuple[float, float]:
-    """A color range centred on 0 (or on 0.5 for gate-like values in [0, 1])."""
+    """The color range for a unit's values.
+
+    Gate-like values in [0, 1]: (0, 1). Values of both signs: centred on 0
+    (white = 0). Values of one sign only (e.g. a long-memory cell state far
+    from 0): the passage's own (min, max), so that its variation shows.
+    """
     v = np.asarray(values, dtype=np.float64)
     v = v[np.isfinite(v)]
     if v.size == 0:
@@ -50,7 +55,21 @@ def symmetric_range(values: np.ndarray, quantile: float = 1.0) -> tuple[float, f
         return 0.0, 1.0
     m = float(np.quantile(np.abs(v), quantile)) if quantile < 1 else float(np.abs(v).max())
     m = m if m > 0 else 1.0
+    lo, hi = float(v.min()), float(v.max())
+    if (lo >= -0.1 * m or hi <= 0.1 * m) and hi > lo:  # one-sided
+        return lo, hi
     return -m, m
+
+
+def scale_per_unit(vals: np.ndarray) -> np.ndarray:
+    """Each column mapped into [-1, 1]: divided by max |v| if it has both signs, else min-max scaled."""
+    out = np.zeros_like(vals, dtype=np.float64)
+    for j in range(vals.shape[1]):
+        lo, hi = symmetric_range(vals[:, j])
+        if (lo, hi) == (0.0, 1.0):
+            lo, hi = float(np.nanmin(vals[:, j])), float(np.nanmax(vals[:, j]))
+        out[:, j] = 2 * (vals[:, j] - lo) / (hi - lo) - 1 if hi > lo else 0.0
+    return out
 
 
 def text_color_on(value: float, lo: float, hi: float) -> str:

@@ -17,6 +17,7 @@ from probe.figures.colors import (ACTIVATION_SCALE, FONT, PROBABILITY_SCALE, TEX
 from probe.figures.passage import Passage, passage_from_recording
 
 CELL_W, CELL_H = 12, 19  # pixels per character cell
+COLORBAR_LEN = 180
 
 
 def wrap_positions(chars: list[str], width: int) -> tuple[np.ndarray, np.ndarray]:
@@ -60,6 +61,8 @@ def text_heatmap(source, unit: str | None = None, start: int | None = None, stop
     of characters with `values` (and optionally `topk` as lists of (symbol, prob)).
     topk: True to add the model's top-`k` next-character guesses in rows under
     each line, colored by probability (white to red).
+    zrange: the color range; by default centred on 0 when the passage's values
+    take both signs, (0, 1) for gates, else the passage's own (min, max).
     """
     p = as_passage(source, unit, start, stop, values, topk)
     show_topk = bool(topk) and p.topk is not None
@@ -84,7 +87,7 @@ def text_heatmap(source, unit: str | None = None, start: int | None = None, stop
     traces = [
         go.Heatmap(z=z, x=np.arange(ncols), y=np.arange(n_rows), colorscale=ACTIVATION_SCALE, zmin=lo, zmax=hi,
                    hoverinfo="text", hovertext=hover, hoverongaps=False, ygap=1, name=unit_name,
-                   colorbar=dict(title=dict(text=f"{unit_name}", side="right"), lenmode="pixels", len=180,
+                   colorbar=dict(title=dict(text=f"{unit_name}", side="right"), lenmode="pixels", len=COLORBAR_LEN,
                                  y=1, yanchor="top", thickness=14, x=1.0, xanchor="left", xpad=8)),
         go.Scatter(x=cols, y=ty, mode="text", text=shown, hoverinfo="skip", showlegend=False,
                    textfont=dict(family=FONT, size=13, color=colors)),
@@ -102,17 +105,18 @@ def text_heatmap(source, unit: str | None = None, start: int | None = None, stop
         traces.insert(1, go.Heatmap(
             z=pz, x=np.arange(ncols), y=np.arange(n_rows), colorscale=PROBABILITY_SCALE, zmin=0, zmax=1,
             hoverinfo="text", hovertext=hover, hoverongaps=False, xgap=1, ygap=1, name="top-k",
-            colorbar=dict(title=dict(text="p(next)", side="right"), lenmode="pixels", len=180, y=1,
+            colorbar=dict(title=dict(text="p(next)", side="right"), lenmode="pixels", len=COLORBAR_LEN, y=1,
                           yanchor="top", thickness=14, x=1.0, xanchor="left", xpad=95)))
         traces.append(go.Scatter(x=gx, y=gy, mode="text", text=gt, hoverinfo="skip", showlegend=False,
                                  textfont=dict(family=FONT, size=11, color=gc)))
     fig = go.Figure(traces)
     first_row = [int(p.rows[np.argmax(lines == ln)]) for ln in range(n_lines)]
+    bottom = max(20, COLORBAR_LEN - n_rows * CELL_H + 30)  # room for the color bars below a short passage
     step = max(1, n_lines // 40)
     fig.update_layout(
         title=dict(text=title or f"{unit_name}", x=0, xref="paper", xanchor="left", font=dict(size=15)),
-        width=ncols * CELL_W + 70 + (190 if kk else 110), height=n_rows * CELL_H + 90,
-        margin=dict(l=60, r=(190 if kk else 110), t=50, b=20), plot_bgcolor="#ffffff", paper_bgcolor="#ffffff",
+        width=ncols * CELL_W + 70 + (190 if kk else 110), height=n_rows * CELL_H + 70 + bottom,
+        margin=dict(l=60, r=(190 if kk else 110), t=50, b=bottom), plot_bgcolor="#ffffff", paper_bgcolor="#ffffff",
         xaxis=dict(range=[-0.5, ncols - 0.5], showgrid=False, zeroline=False, showticklabels=False, fixedrange=True),
         yaxis=dict(range=[n_rows - 0.5, -0.5], showgrid=False, zeroline=False, fixedrange=True,
                    tickmode="array", tickvals=[ln * block for ln in range(0, n_lines, step)],

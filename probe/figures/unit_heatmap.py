@@ -7,7 +7,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from probe.figures.colors import ACTIVATION_SCALE, CONCEPT_SCALE, FONT, display_char
+from probe.figures.colors import ACTIVATION_SCALE, CONCEPT_SCALE, FONT, display_char, scale_per_unit
 from probe.figures.passage import char_rows, check_range
 
 CELL_W, CELL_H = 12, 22
@@ -45,9 +45,7 @@ def unit_heatmap(source, units: list[str], start: int | None = None, stop: int |
         raise ValueError(f"values of shape {vals.shape} for {len(chars)} characters and {len(units)} units")
     if labels is not None and len(labels) != len(chars):
         raise ValueError(f"{len(labels)} labels for {len(chars)} characters")
-    scale = np.nanmax(np.abs(vals), axis=0) if normalize else np.ones(len(units))
-    scale = np.where(scale > 0, scale, 1.0)
-    z = (vals / scale).T
+    z = (scale_per_unit(vals) if normalize else vals).T
     n = len(chars)
     x = np.arange(n)
     shown = [display_char(c) for c in chars]
@@ -60,14 +58,19 @@ def unit_heatmap(source, units: list[str], start: int | None = None, stop: int |
     if np.nanmin(vals) >= 0 and np.nanmax(vals) <= 1 and not normalize:
         lo, hi = 0.0, 1.0
     main_row = 2 if has_strip else 1
-    if has_strip:
-        lab = np.asarray(labels, dtype=np.float64).reshape(1, -1)
-        fig.add_trace(go.Heatmap(z=lab, x=x, y=[concept or "concept"], colorscale=CONCEPT_SCALE, zmin=0, zmax=1,
-                                 showscale=False, hovertemplate=f"{html.escape(concept or 'concept')}: %{{z}}"
+    if has_strip:  # binary labels as they are; others scaled to [0, 1] over the passage (hover: raw)
+        raw_lab = np.asarray(labels, dtype=np.float64)
+        lab = raw_lab
+        if not set(np.unique(raw_lab)) <= {0.0, 1.0}:
+            lo_l, hi_l = float(np.nanmin(raw_lab)), float(np.nanmax(raw_lab))
+            lab = (raw_lab - lo_l) / (hi_l - lo_l) if hi_l > lo_l else raw_lab * 0
+        fig.add_trace(go.Heatmap(z=lab.reshape(1, -1), x=x, y=[concept or "concept"], colorscale=CONCEPT_SCALE,
+                                 zmin=0, zmax=1, showscale=False, customdata=raw_lab.reshape(1, -1),
+                                 hovertemplate=f"{html.escape(concept or 'concept')}: %{{customdata:.4g}}"
                                  "<extra></extra>", xgap=0), row=1, col=1)
     fig.add_trace(go.Heatmap(
         z=z, x=x, y=units, colorscale=ACTIVATION_SCALE, zmin=lo, zmax=hi, hoverinfo="text", hovertext=hover,
-        ygap=2, colorbar=dict(title=dict(text="activation / max |activation|" if normalize else "activation",
+        ygap=2, colorbar=dict(title=dict(text="activation, scaled per unit" if normalize else "activation",
                                          side="right"), thickness=14, lenmode="pixels", len=160)),
         row=main_row, col=1)
     fig.update_xaxes(tickmode="array", tickvals=x, ticktext=shown, tickangle=0, showgrid=False,
