@@ -223,3 +223,8 @@ def test_text_colors_stay_legible():
     colors = list(_traces(fig, "scatter")[0].textfont.color)
     # white on the strong ends of the scale, dark on pale cells, whitespace markers faint on pale cells
     assert colors == ["#ffffff", "#ffffff", "#111111", "#9a9a9a", "#ffffff"]
+
+
+def test_display_char_markers():
+    assert [display_char(c) for c in ("\n", " ", "\t", "\x01", "a", "")] == [NEWLINE, SPACE, TAB, "\u00b7", "a", ""]
+    assert display_char(" ", guess=True) == GUESS_SPACE and display_char("\\xc3", guess=True) == "\u2026"

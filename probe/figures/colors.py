@@ -20,7 +20,8 @@ def display_char(ch: str, *, guess: bool = False) -> str:
     """What to draw for a character: whitespace and control characters made visible.
 
     In the text, a space is a faint middle dot; in the guess rows (`guess=True`)
-    it is an open box, so that a guessed space reads as a guess.
+    it is an open box, so that a guessed space reads as a guess. A symbol of
+    several characters (a byte model's non-ASCII byte, "\\xc3") shows as "…".
     """
     if ch == "\n":
         return NEWLINE
@@ -30,6 +31,8 @@ def display_char(ch: str, *, guess: bool = False) -> str:
         return TAB
     if ch == "":
         return ""
+    if len(ch) > 1:  # a byte model's partial character, e.g. "\\xc3": too wide for a cell (hover has it)
+        return "\u2026"
     if len(ch) == 1 and (ord(ch) < 32 or ord(ch) == 127):
         return "\u00b7"
     return ch

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Regenerate analyses/ from the shipped models: record each model on its validation split, then write
+# one report per model (`probe report`) and the findings summary (analyses/README.md).
+#   make analyses        (or: bash scripts/make_analyses.sh)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+export NUMBA_CACHE_DIR=${NUMBA_CACHE_DIR:-$PWD/.numba_cache}
+mkdir -p recordings analyses
+
+[ -f recordings/wiki-val/meta.json ] || $PY -m probe record trained_models/wiki --out recordings/wiki-val
+[ -f recordings/shakespeare-val/meta.json ] || \
+  $PY -m probe record trained_models/shakespeare --out recordings/shakespeare-val
+
+$PY -m probe report recordings/wiki-val --concepts url,wiki-link,column,quote,bracket-depth,xml-tag \
+  --out analyses/wiki --overwrite
+$PY -m probe report recordings/shakespeare-val --concepts column,line-end-distance,quote,indent \
+  --out analyses/shakespeare --overwrite
+$PY scripts/analyses_readme.py analyses
