@@ -48,6 +48,15 @@ class Report:
     tables: list[tuple[str, pd.DataFrame]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
+    def slug(self, name: str) -> str:
+        """A file-name-safe form of `name`, unique within this report."""
+        base = _slug(name)
+        taken = {a for a, _, _ in self.sections}
+        slug, n = base, 2
+        while f"concept-{slug}" in taken:
+            slug, n = f"{base}-{n}", n + 1
+        return slug
+
     def figure(self, name: str, fig: go.Figure) -> str:
         """Register a figure (saved as name.png / name.svg) and return its HTML div."""
         self.figures.append((name, fig))
@@ -164,7 +173,7 @@ def concept_section(r: Report, rec: Recording, concept, *, top: int, heat_units:
                     seed: int, say: Callable[[str], None]) -> str:
     neurons = importlib.import_module("probe.neurons")
     from probe.concepts import row_labels
-    slug = _slug(concept.name)
+    slug = r.slug(concept.name)
     parts = [f"<p>{html.escape(concept.description)} ({concept.kind}).</p>"]
     say(f"{concept.name}: ranking units")
     search = neurons.find_neurons(rec, concept, seed=seed)
@@ -326,7 +335,8 @@ def _fill(r: Report, rec: Recording, chosen: list, *, top: int, heat_units: int,
     r.sections.append(("model", "Model", "\n".join(parts)))
 
     for c in chosen:
-        r.sections.append((f"concept-{_slug(c.name)}", f"Concept: {c.name}",
+        anchor = f"concept-{r.slug(c.name)}"
+        r.sections.append((anchor, f"Concept: {c.name}",
                            concept_section(r, rec, c, top=top, heat_units=heat_units, passage=passage,
                                            width=width, seed=seed, say=say)))
 

@@ -36,7 +36,7 @@ def column_of(text: str) -> np.ndarray:
     return out
 
 
-def make_recording(out: Path, text: str = TEXT, *, seed: int = 0, gates: bool = True) -> Path:
+def make_recording(out: Path, text: str = TEXT, *, seed: int = 0, gates: bool = True, topk: bool = True) -> Path:
     """A 2x8 'LSTM' recording: L1.c.3 = +1 inside [[links]] and -1 outside; L0.c.0 = the column;
     L0.h.1 = a ramp; top-k guesses: the true next character first (p 0.6), then fixed letters."""
     rng = np.random.default_rng(seed)
@@ -67,8 +67,9 @@ def make_recording(out: Path, text: str = TEXT, *, seed: int = 0, gates: bool = 
     fill = [vocab.encode(ch)[0] for ch in "e tan"]
     topk_ids = np.array([[t] + [f for f in fill if f != t][:K - 1] for t in nxt], dtype=np.int32)
     topk_probs = np.tile(np.array([0.6, 0.2, 0.1, 0.06, 0.04], dtype=np.float16), (n, 1))
-    w.save_array("topk_ids", topk_ids)
-    w.save_array("topk_probs", topk_probs)
+    if topk:
+        w.save_array("topk_ids", topk_ids)
+        w.save_array("topk_probs", topk_probs)
     loss = np.full(n, 0.737, dtype=np.float32)
     loss[-1] = np.nan
     w.save_array("loss_bits", loss)

@@ -136,3 +136,9 @@ def test_default_range_fits_a_short_recording(rec_path, tmp_path, capsys):
     assert n < 2000
     rc, _, err = _run(capsys, rec_path, "--unit", "L0.h.1", "--out", tmp_path / "h.html")
     assert rc == 0, err
+
+
+def test_heatmap_topk_needs_recorded_guesses(tmp_path, capsys):
+    rec = make_recording(tmp_path / "nok", topk=False)
+    rc, _, err = _run(capsys, rec, "--unit", "L0.c.0", "--topk", "--out", tmp_path / "h.html")
+    assert rc == 2 and "no top-k predictions" in err and not (tmp_path / "h.html").exists()

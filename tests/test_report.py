@@ -177,3 +177,12 @@ def test_report_on_a_byte_model_recording(tiny_byte_lstm, tmp_path, fake_analyse
     html = (out / "index.html").read_text(encoding="utf-8")
     # the heatmaps draw characters, not bytes: "ü" is one character, no raw UTF-8 byte shows
     assert '"\\u00fc"' in html or '"ü"' in html
+
+
+def test_report_concepts_with_the_same_file_name_do_not_clash(rec_path, tmp_path, fake_analyses):
+    out = build_report(rec_path, ["Alan Turing", "Alan.Turing"], tmp_path / "rep", images=False,
+                       embedding="none", say=_quiet)
+    tables = sorted(p.name for p in (out / "tables").iterdir())
+    assert "Alan-Turing-units.csv" in tables and "Alan-Turing-2-units.csv" in tables
+    html = (out / "index.html").read_text(encoding="utf-8")
+    assert 'id="concept-Alan-Turing"' in html and 'id="concept-Alan-Turing-2"' in html

@@ -52,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
     if fmt != "html":
         find_chrome()
     rec = Recording.open(args.recording)
+    if args.topk and not rec.has("topk_ids"):
+        raise ProbeError(f"{args.recording} holds no top-k predictions (recorded with --topk 0); drop --topk")
     explicit = args.rows != "0:2000"
     start, stop = parse_range(args.rows, rec.n_rows)
     if not explicit:
