@@ -10,6 +10,7 @@ curve and the sample evolution recorded during training.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import platform
 import sys
@@ -87,6 +88,14 @@ def main() -> int:
         evo.append(f"**step {s['step']}** (temperature {s['temperature']}):\n\n```\n{s['text'][:300]}\n```")
     curve = "\n".join(f"| {m['step']} | {m['epoch']:.2f} | {m['train_loss'] / math.log(2):.3f} | "
                       f"{m['val_bpc']:.3f} | {m['time'] / 60:.0f} |" for m in metrics)
+    if unit == "byte":
+        quality = ("| | bits per byte | bits per character |\n|---|---:|---:|\n"
+                   f"| validation | {val['bits_per_symbol']:.4f} | {val['bits_per_char']:.4f} |\n"
+                   f"| test | {test['bits_per_symbol']:.4f} | {test['bits_per_char']:.4f} |")
+    else:
+        quality = ("| | bits per character | nats per character |\n|---|---:|---:|\n"
+                   f"| validation | {val['bits_per_symbol']:.4f} | {val['loss_nats']:.4f} |\n"
+                   f"| test | {test['bits_per_symbol']:.4f} | {test['loss_nats']:.4f} |")
     card = f"""# {args.name}: a character-level {mc['model'].upper()} trained on {'the bundled Wikipedia sample' if args.corpus == 'wiki' else 'Tiny Shakespeare'}
 
 {mc['model'].upper()}, {mc['num_layers']} layers x {mc['rnn_size']} units, embedding {mc['embed_size']},
@@ -94,10 +103,7 @@ def main() -> int:
 Weights: `model.safetensors` in float16 (every number below is measured with these float16 weights);
 metadata, vocabulary, split, metrics and sample history: `checkpoint.json`.
 
-| | bits per {unit} | bits per character |
-|---|---:|---:|
-| validation | {val['bits_per_symbol']:.4f} | {val['bits_per_char']:.4f} |
-| test | {test['bits_per_symbol']:.4f} | {test['bits_per_char']:.4f} |
+{quality}
 
 ## Data and split
 `{meta['data']['corpus']}` ({meta['data']['bytes']:,} bytes, sha256 `{meta['data']['sha256'][:16]}…`),
@@ -147,6 +153,11 @@ Temperature 1.0:
 {args.notes}
 """
     (dest / "README.md").write_text(card, encoding="utf-8")
+    keep = ("loss_nats", "bits_per_symbol", "bits_per_char", "n_symbols", "n_chars")
+    card_json = {"name": args.name, "val": {k: val[k] for k in keep}, "test": {k: test[k] for k in keep},
+                 "baselines": [{"method": r["method"], "bits_per_char": r["bits_per_char"]} for r in rows]}
+    with open(dest / "card.json", "w", encoding="utf-8") as f:
+        json.dump(card_json, f, indent=1)
     print(card)
     return 0
 
