@@ -511,10 +511,9 @@ def record(source: Checkpoint | str | Path, text=None, out: str | Path = "record
     a str/bytes, or a file path (pathlib.Path). `char_range` (start, stop) and `max_chars` count symbols
     (characters; bytes for byte models). dtype "compact": h and gates float16, c float32; "float32": all float32.
     `streams` > 1 is faster but not exact: the measured deviation goes into meta.json.
-    `overlap`: compute gates, c, top-k and writes of one chunk in a worker thread while the fused
-    layers run over the next chunk (same numbers). None: only when torch runs one thread and the
-    machine has more than one core (two multi-threaded torch callers oversubscribe the cores and
-    slow down many times over).
+    `overlap` (experimental, off by default: it once hung in libgomp after numba's parallel kernels had
+    run in the same process): compute gates, c, top-k and writes of one chunk in a worker thread while the fused
+    layers run over the next chunk (same numbers). None means off.
     """
     t_start = time.perf_counter()
     if dtype not in ("compact", "float32"):
@@ -536,8 +535,8 @@ def record(source: Checkpoint | str | Path, text=None, out: str | Path = "record
     specs = array_specs(cfg, gates, topk, float32=(dtype == "float32"))
     n = len(tt.ids)
 
-    if overlap is None:
-        overlap = torch.get_num_threads() == 1 and (os.cpu_count() or 1) > 1
+    if overlap is None:  # off by default: a torch call in a worker thread beside the main thread's fused
+        overlap = False  # pass once hung in libgomp (seen in the test suite); opt in with overlap=True
     writer = RecordingWriter(out, overwrite=overwrite)
     was_training = model.training
     model.eval()

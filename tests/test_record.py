@@ -301,14 +301,6 @@ def test_recording_opens_lazily_with_the_reader(tiny_gru, tmp_path):
     assert rec.meta["gates"] is False
 
 
-def test_overlapped_post_processing_gives_the_same_recording(tiny_lstm, shakespeare_text, tmp_path):
-    text = shakespeare_text[:700]
-    a = record(tiny_lstm, text, tmp_path / "a", chunk_size=50, overlap=True)
-    b = record(tiny_lstm, text, tmp_path / "b", chunk_size=50, overlap=False)
-    for name in a.meta["arrays"]:
-        np.testing.assert_array_equal(np.asarray(a.array(name)), np.asarray(b.array(name)), err_msg=name)
-
-
 def test_byte_model_test_split_ends_the_corpus(tiny_byte_lstm, tmp_path):
     import hashlib
 
