@@ -209,7 +209,7 @@ def concept_section(r: Report, rec: Recording, concept, *, top: int, heat_units:
             r.notes.append("probe.probes is not available: probe figures left out")
     else:
         say(f"{concept.name}: fitting probes")
-        rep = probes.fit_probes(rec, concept, seed=seed)
+        rep = probes.fit_probes(rec, concept, seed=seed, untrained="auto")
         parts.append("<h3>Linear probes</h3>")
         parts.append(r.figure(f"{slug}-probes", probe_figure(rep.table, title=f"linear probes for {concept.name}")))
         parts.append(r.table(f"{slug}-probes", rep.table))

@@ -14,6 +14,6 @@ mkdir -p recordings analyses
 
 $PY -m probe report recordings/wiki-val --concepts url,wiki-link,column,quote,bracket-depth,xml-tag \
   --out analyses/wiki --overwrite
-$PY -m probe report recordings/shakespeare-val --concepts column,line-end-distance,quote,indent \
+$PY -m probe report recordings/shakespeare-val --concepts column,line-end-distance \
   --out analyses/shakespeare --overwrite
 $PY scripts/analyses_readme.py analyses
