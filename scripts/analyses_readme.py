@@ -59,7 +59,8 @@ def main(root: str) -> int:
            "on the first half of the recording and scores it on the held-out second half. The chance level is the",
            "best held-out score of any unit when the concept's labels are block-permuted; p-values are family-wise",
            "(against that maximum over all units). Open each `index.html` for the interactive report; figures are",
-           "in `figures/` (PNG, SVG), tables in `tables/` (CSV).", ""]
+           "in `figures/` (PNG, SVG), tables in `tables/` (CSV). With 100 permutations the smallest possible",
+           "p-value is 1/101 = 0.0099.", ""]
     for folder in sorted(p for p in root_p.iterdir() if (p / "report.json").exists()):
         rep = json.loads((folder / "report.json").read_text())
         out += [f"## {folder.name}", "", f"Report: [{folder.name}/index.html]({folder.name}/index.html)", ""]
