@@ -62,6 +62,19 @@ def locate(stored: str) -> Path:
     return p if p.is_absolute() else DATA_DIR.parent / p
 
 
+def read_training_corpus(data: dict) -> tuple[Path, bytes]:
+    """The corpus a checkpoint was trained on (its meta['data']), read and checked against its sha256."""
+    if not isinstance(data, dict) or "corpus" not in data or "split" not in data:
+        raise ProbeError("the checkpoint names no training corpus (meta['data'] lacks corpus or split)")
+    path = locate(data["corpus"])
+    if not path.exists():
+        raise ProbeError(f"the checkpoint's corpus {data['corpus']} is not on this machine")
+    raw = read_bytes(path)
+    if data.get("sha256") and sha256(raw) != data["sha256"]:
+        raise ProbeError(f"corpus {data['corpus']} changed since the model was trained (sha256 differs)")
+    return path, raw
+
+
 @dataclass(frozen=True)
 class Split:
     """Contiguous train/val/test boundaries in symbol positions: [0,a) [a,b) [b,n)."""

@@ -39,14 +39,7 @@ def count_utf8_chars(data: bytes | np.ndarray) -> int:
 def corpus_ids(meta: dict, vocab: Vocab) -> np.ndarray:
     """The checkpoint's whole corpus encoded with its vocabulary, after checking the file's sha256."""
     data = meta.get("data")
-    if not isinstance(data, dict) or "corpus" not in data or "split" not in data:
-        raise ProbeError("the checkpoint records no training data (meta['data'] lacks corpus or split)")
-    path = corpus.locate(data["corpus"])
-    if not path.exists():
-        raise ProbeError(f"the checkpoint's corpus {data['corpus']} is not on this machine")
-    raw = corpus.read_bytes(path)
-    if data.get("sha256") and corpus.sha256(raw) != data["sha256"]:
-        raise ProbeError(f"corpus {data['corpus']} changed since the model was trained (sha256 differs)")
+    _, raw = corpus.read_training_corpus(data)
     ids = vocab.encode(raw if vocab.kind == "byte" else decode_utf8(raw, str(data["corpus"])))
     split = corpus.Split.from_json(data["split"])
     if split.n != len(ids):

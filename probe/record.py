@@ -124,14 +124,10 @@ def resolve_text(ck: Checkpoint, text=None, part: str = "val", char_range=None, 
         if part not in ("train", "val", "test"):
             raise ProbeError(f"--part must be train, val or test, not {part!r}")
         data = ck.meta.get("data") or {}
-        if "corpus" not in data or "split" not in data:
-            raise ProbeError(f"checkpoint {ck.path} names no training corpus; give a TEXT_FILE or --text")
-        path = corpus.locate(data["corpus"])
-        if not path.exists():
-            raise ProbeError(f"the checkpoint's corpus {path} is missing; give a TEXT_FILE or --text")
-        raw = corpus.read_bytes(path)
-        if data.get("sha256") and corpus.sha256(raw) != data["sha256"]:
-            raise ProbeError(f"{path} changed since the model was trained (sha256 differs): its splits no longer apply")
+        try:
+            path, raw = corpus.read_training_corpus(data)
+        except ProbeError as e:
+            raise ProbeError(f"{e}; give a TEXT_FILE or --text") from None
         full = _as_symbols(vocab, raw, str(path))
         split = corpus.Split.from_json(data["split"])
         if split.n != len(full):
