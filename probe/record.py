@@ -38,6 +38,7 @@ from probe import __version__
 from probe import checkpoint as ckpt_mod
 from probe import corpus
 from probe.kernels import lstm_cell_states, topk_rows
+from probe.background_writes import BackgroundWrites
 from probe.checkpoint import Checkpoint
 from probe.errors import ProbeError
 from probe.model import GATES, CharRNN, ModelConfig
@@ -544,9 +545,15 @@ def record(source: Checkpoint | str | Path, text=None, out: str | Path = "record
             from tqdm import tqdm
             bar = tqdm(total=n, unit="sym", unit_scale=True, file=sys.stderr, desc="record")
         t_loop = time.perf_counter()
-        run_streams(engine, tt.ids, lambda nm, r, b: rows[nm].put(r, b), {k: dt for k, (_, dt) in specs.items()},
-                    streams=streams, warmup=warmup, chunk_size=chunk_size, next_id=tt.next_id,
-                    on_rows=bar.update if bar else None, overlap=overlap)
+        writes = BackgroundWrites(lambda nm, r, b: rows[nm].put(r, b))  # disk I/O beside the compute
+        try:
+            run_streams(engine, tt.ids, writes, {k: dt for k, (_, dt) in specs.items()},
+                        streams=streams, warmup=warmup, chunk_size=chunk_size, next_id=tt.next_id,
+                        on_rows=bar.update if bar else None, overlap=overlap)
+        except BaseException:
+            writes.close(drain=False)
+            raise
+        writes.close()
         loop_seconds = time.perf_counter() - t_loop
         n_streams = max(1, min(int(streams), n))
         if n_streams > 1:

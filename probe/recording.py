@@ -141,7 +141,7 @@ class NpyWriter:
         chunk = np.ascontiguousarray(chunk, dtype=self.dtype)
         if chunk.shape[1:] != self.shape[1:]:
             raise ValueError(f"{self.path.name}: chunk shape {chunk.shape} does not fit {self.shape}")
-        self.f.write(chunk.tobytes())
+        self.f.write(memoryview(chunk.reshape(-1)).cast("B"))  # the array's own buffer, no copy
         self.rows_written += chunk.shape[0]
 
     def close(self) -> None:

@@ -192,7 +192,21 @@ def optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict, dict]:
     return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
 
 
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW, fused (one kernel over all parameters) where torch has it for the device.
+
+    On a 2-core CPU the fused step of a 5.5M-parameter model takes ~8 ms against
+    ~58 ms for the default per-parameter loop: a fifth of a training step.
+    """
+    kw = dict(lr=cfg.learning_rate, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
+    try:
+        return torch.optim.AdamW(model.parameters(), fused=True, **kw)
+    except (RuntimeError, TypeError, ValueError):  # an older torch or a device without the fused kernel
+        return torch.optim.AdamW(model.parameters(), **kw)
+
+
 def restore_optimizer(opt: torch.optim.Optimizer, tensors: dict, js: dict, device) -> None:
+    """Load what `optimizer_tensors` saved; the kernel choice (fused, foreach) stays this optimizer's."""
     state: dict = {}
     for name, v in tensors.items():
         if name.startswith("opt."):
@@ -201,7 +215,10 @@ def restore_optimizer(opt: torch.optim.Optimizer, tensors: dict, js: dict, devic
     for key, v in js.get("scalars", {}).items():
         idx, k = key.split(".", 1)
         state.setdefault(int(idx), {})[k] = v
-    opt.load_state_dict({"state": state, "param_groups": js["param_groups"]})
+    kernel = ("fused", "foreach", "capturable", "differentiable")
+    groups = [dict(saved, **{k: now[k] for k in kernel if k in now})
+              for saved, now in zip(js["param_groups"], opt.param_groups)]
+    opt.load_state_dict({"state": state, "param_groups": groups})
 
 
 def _rng_tensors(device: torch.device) -> dict:
@@ -271,8 +288,38 @@ def train(cfg: TrainConfig, resume: str | None = None, stop_at: int | None = Non
     """Train (or resume) a model; returns where the checkpoints are and the final numbers.
 
     `stop_at` stops early after that many iterations as if interrupted (the
-    schedule still follows max_epochs/max_iters), saving `latest/`.
+    schedule still follows max_epochs/max_iters), saving `latest/`. Under
+    torchrun the process group this opens is closed again on the way out, after
+    a barrier when every rank finished cleanly (rank 0 may still be saving).
     """
+    opened = {"group": False}
+    try:
+        result = _train(cfg, resume, stop_at, progress, opened)
+    except BaseException:
+        _close_process_group(opened, barrier=False)
+        raise
+    _close_process_group(opened, barrier=True)
+    return result
+
+
+def _close_process_group(opened: dict, barrier: bool) -> None:
+    """Destroy the process group `_train` opened; an exiting gloo rank left open can abort at shutdown."""
+    if not opened["group"]:
+        return
+    import gc
+
+    import torch.distributed as dist
+    if dist.is_initialized():
+        if barrier:
+            dist.barrier()
+        gc.collect()  # frees the DDP wrapper (its reducer holds the group), so gloo's threads stop here
+        dist.destroy_process_group()
+        gc.collect()
+    opened["group"] = False
+
+
+def _train(cfg: TrainConfig, resume: str | None, stop_at: int | None, progress: bool,
+           opened: dict) -> TrainResult:
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     resumed = None
@@ -293,6 +340,7 @@ def train(cfg: TrainConfig, resume: str | None = None, stop_at: int | None = Non
         import torch.distributed as dist
         if not dist.is_initialized():
             dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+            opened["group"] = True
     torch.manual_seed(cfg.seed)
     data = load_data(cfg, vocab=resumed.vocab if resumed else None)
     if resumed and data.source["sha256"] != resumed.meta["data"]["sha256"]:
@@ -303,8 +351,7 @@ def train(cfg: TrainConfig, resume: str | None = None, stop_at: int | None = Non
     batches = StreamBatches(train_ids, cfg.batch_size, cfg.seq_length, rank, world)
     total = cfg.max_iters or max(1, int(round(cfg.max_epochs * len(batches))))
     model = CharRNN(cfg.model_config(data.vocab.size)).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
-                            betas=(0.9, 0.99))
+    opt = make_optimizer(model, cfg)
     step, lr_scale, metrics, samples, best_val, rollbacks = 0, 1.0, [], [], float("inf"), 0
     state = None
     if resumed:
@@ -326,7 +373,7 @@ def train(cfg: TrainConfig, resume: str | None = None, stop_at: int | None = Non
         from torch.nn.parallel import DistributedDataParallel
         net = DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None)
     out = Path(cfg.out)
-    if rank == 0 and not resumed:
+    if not resumed:  # every rank checks, so that none waits forever for a rank that refused
         if (out / "latest").exists() or (out / "best").exists():
             raise ProbeError(f"{out} already holds a run; use --resume {out} or another --out")
     if rank == 0:

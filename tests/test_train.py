@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -212,15 +213,23 @@ def test_byte_vocabulary_takes_any_file(tiny_byte_lstm):
     assert ck.vocab.kind == "byte" and ck.model.cfg.vocab_size == 256
 
 
-@pytest.mark.slow
-def test_ddp_two_gloo_ranks_end_with_identical_weights(tmp_path, small_text_file):
+def torchrun_train(out: Path, data: Path) -> subprocess.CompletedProcess:
+    """`probe train` as 2 gloo ranks under torchrun, on a free port (a busy 29500 cannot break it)."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
     torchrun = Path(sys.executable).with_name("torchrun")
-    cmd = [str(torchrun), "--nproc_per_node", "2", "--master_port", "29531", "-m", "probe", "train",
-           "--data", str(small_text_file), "--out", str(tmp_path / "ddp"), "--rnn-size", "16", "--num-layers", "2",
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [str(torchrun), "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(port),
+           "-m", "probe", "train", "--data", str(data), "--out", str(out), "--rnn-size", "16", "--num-layers", "2",
            "--embed-size", "8", "--batch-size", "4", "--seq-length", "20", "--max-iters", "12",
            "--eval-every", "6", "--quiet"]
-    p = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+
+
+@pytest.mark.slow
+def test_ddp_two_gloo_ranks_end_with_identical_weights(tmp_path, small_text_file):
+    p = torchrun_train(tmp_path / "ddp", small_text_file)
     assert p.returncode == 0, p.stderr[-2000:]
     hashes = {line.split()[1]: line.split()[-1] for line in p.stderr.splitlines() if "weights sha256" in line}
     assert set(hashes) == {"0", "1"} and hashes["0"] == hashes["1"]
@@ -229,6 +238,12 @@ def test_ddp_two_gloo_ranks_end_with_identical_weights(tmp_path, small_text_file
     ck = checkpoint.load(tmp_path / "ddp", which="latest")
     h = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in ck.model.parameters())).hexdigest()
     assert h == hashes["0"] and saved
+    # a second run into the same folder: every rank refuses at once (none waits forever for the others)
+    # with one line; torchrun stops the other rank when the first exits, so one or two such lines
+    again = torchrun_train(tmp_path / "ddp", small_text_file)
+    assert again.returncode != 0
+    assert again.stderr.count("probe train: error:") in (1, 2) and "already holds a run" in again.stderr
+    assert str(ROOT / "probe") not in again.stderr  # no traceback out of probe's code
 
 
 def test_export_makes_a_lean_float16_copy_that_predicts_like_the_original(tmp_path, tiny_lstm):
@@ -242,3 +257,22 @@ def test_export_makes_a_lean_float16_copy_that_predicts_like_the_original(tmp_pa
     lb, _ = b.model(x)
     assert torch.allclose(la, lb, atol=2e-2) and not torch.equal(la, lb)
     assert b.meta["metrics"] == a.meta["metrics"] and b.meta["exported_from"]["dtype"] == "float16"
+
+
+def test_optimizer_is_fused_and_stays_fused_when_resuming_an_unfused_checkpoint(tmp_path, small_text_file):
+    from probe.train import make_optimizer, optimizer_tensors, restore_optimizer
+    cfg = tiny_config(small_text_file, tmp_path / "r")
+    model = CharRNN(ModelConfig(30, rnn_size=8, num_layers=1, embed_size=4))
+    plain = torch.optim.AdamW(model.parameters(), lr=1e-3)  # what checkpoints before the fused optimizer hold
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    plain.step()
+    tensors, js = optimizer_tensors(plain)
+    assert not js["param_groups"][0].get("fused")
+    opt = make_optimizer(model, cfg)
+    assert opt.param_groups[0]["fused"] is True
+    restore_optimizer(opt, tensors, js, torch.device("cpu"))
+    assert opt.param_groups[0]["fused"] is True
+    assert torch.equal(opt.state[model.head.weight]["exp_avg"], plain.state[model.head.weight]["exp_avg"])
+    opt.step()  # the restored state works with the fused kernel
+    assert float(opt.state[model.head.weight]["step"]) == 2

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from dataclasses import fields
 
+from probe.errors import ProbeError
 from probe.train import TrainConfig, train
 
 NAME = "train"
@@ -58,5 +61,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
+    if int(os.environ.get("WORLD_SIZE", 1)) > 1:
+        return _run_as_rank(cfg, args)
     result = train(cfg, resume=args.resume, progress=not args.quiet)
     return 130 if result.stopped in ("SIGINT",) else 0
+
+
+def _run_as_rank(cfg: TrainConfig, args: argparse.Namespace) -> int:
+    """One torchrun rank: train, then leave without the interpreter's teardown.
+
+    DistributedDataParallel keeps the gloo process group (and its worker threads)
+    alive past `destroy_process_group`; torn down during interpreter finalization,
+    those threads abort the process now and then ("terminate called without an
+    active exception", SIGABRT), failing a run whose checkpoints are complete. The
+    checkpoints are written and renamed by then, so the rank flushes its output
+    and exits at once with its own status.
+    """
+    try:
+        result = train(cfg, resume=args.resume, progress=not args.quiet)
+        code = 130 if result.stopped in ("SIGINT",) else 0
+    except ProbeError as e:
+        print(f"probe train: error: {e}", file=sys.stderr)
+        code = 2
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
