@@ -37,12 +37,15 @@ def batches(ids: np.ndarray, B: int, T: int, n: int):
         yield x[:, j:j + T], y[:, j:j + T]
 
 
-def bare_fused(ids, V, H, layers, B, T, iters, warm, bf16, device):
-    """The reference: embedding, one multi-layer nn.LSTM, linear head, AdamW, carried state."""
+def bare_fused(ids, V, H, layers, B, T, iters, warm, bf16, device, fused_adamw=False):
+    """The reference: embedding, one multi-layer nn.LSTM, linear head, AdamW, carried state.
+
+    fused_adamw: torch's fused AdamW kernel (what probe's trainer uses) instead of the default loop.
+    """
     torch.manual_seed(0)
     emb, rnn, head = nn.Embedding(V, 64), nn.LSTM(64, H, layers, batch_first=True), nn.Linear(H, V)
     mods = nn.ModuleList([emb, rnn, head]).to(device)
-    opt = torch.optim.AdamW(mods.parameters(), lr=2e-3)
+    opt = torch.optim.AdamW(mods.parameters(), lr=2e-3, **({"fused": True} if fused_adamw else {}))
     state, t0 = None, None
     for i, (x, y) in enumerate(batches(ids, B, T, iters + warm)):
         if i == warm:
@@ -166,15 +169,18 @@ def main() -> None:
             bare = bare_fused(ids, 256, H, layers, B, T, iters, warm, bf16, device)
             ours = probe_trainer("wiki", H, layers, B, T, iters, warm, bf16, device.type,
                                  Path(d) / f"p{int(bf16)}")
-            rows.append((bf16, bare, ours))
+            bare_fo = bare_fused(ids, 256, H, layers, B, T, iters, warm, bf16, device, fused_adamw=True)
+            rows.append((bf16, bare, ours, bare_fo))
         cells = per_step_cells(ids, 256, H, layers, B, T, max(iters // 3, 3), 1, device)
     fpc = flops_per_char(256, 64, H, layers)
     print("| loop | precision | chars/s | vs bare fused | GFLOP/s |")
     print("|---|---|---|---|---|")
-    for bf16, bare, ours in rows:
+    for bf16, bare, ours, bare_fo in rows:
         p = "bf16" if bf16 else "float32"
         print(f"| bare fused nn.LSTM | {p} | {bare:,.0f} | 1.00x | {bare * fpc / 1e9:.0f} |")
         print(f"| probe train | {p} | {ours:,.0f} | {ours / bare:.2f}x | {ours * fpc / 1e9:.0f} |")
+        print(f"| bare fused nn.LSTM + fused AdamW | {p} | {bare_fo:,.0f} | {bare_fo / bare:.2f}x | "
+              f"{bare_fo * fpc / 1e9:.0f} |")
     print(f"| per-step LSTMCell loop | float32 | {cells:,.0f} | {cells / rows[0][1]:.2f}x | {cells * fpc / 1e9:.0f} |")
     print(f"\nprobe train bf16 / float32: {rows[1][2] / rows[0][2]:.2f}x;  probe train float32 / per-step "
           f"LSTMCell: {rows[0][2] / cells:.2f}x")
