@@ -10,11 +10,11 @@ PORT ?= 8050
 setup:
 	@bash scripts/setup.sh
 
-## record the shipped wiki model on its validation text (once), then open the dashboard on it
+## record the shipped wiki model on its validation text (kept while it matches the weights), then open the dashboard
 demo: setup record dashboard
 
 record: setup
-	@if [ -f $(REC)/meta.json ]; then echo "using $(REC)"; else $(PY) -m probe record $(MODEL) --out $(REC); fi
+	$(PY) -m probe record $(MODEL) --out $(REC) --reuse
 
 dashboard: setup
 	$(PY) -m probe dashboard $(REC) --checkpoint $(MODEL) --port $(PORT)

@@ -21,6 +21,7 @@ deviation from one pass is measured on a sample and stored in meta.json (see
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import sys
@@ -497,17 +498,30 @@ def record_arrays(model: CharRNN, vocab: Vocab, text: str | bytes, *, gates: boo
     return out
 
 
+def _recorded_with(out: Path) -> dict | None:
+    """What an existing complete recording at `out` was made from (the keys `record` compares for reuse)."""
+    try:
+        meta = json.loads((out / "meta.json").read_text())
+        return {"weights": meta["checkpoint"]["sha256"], "untrained": bool(meta["checkpoint"].get("untrained")),
+                "text": meta["text"]["sha256"], "n_rows": meta["n_rows"], "gates": meta["gates"],
+                "topk": meta["topk"], "dtype": meta["dtype"], "streams": meta["streams"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def record(source: Checkpoint | str | Path, text=None, out: str | Path = "recording", *, part: str = "val",
            char_range: tuple[int | None, int | None] | None = None, max_chars: int | None = None,
            gates: bool = True, topk: int = 5, dtype: str = "compact", chunk_size: int = 8192, streams: int = 1,
            warmup: int = 300, overwrite: bool = False, untrained: bool = False, progress: bool = False,
-           text_source: str | None = None, overlap: bool | None = None) -> Recording:
+           text_source: str | None = None, overlap: bool | None = None, reuse: bool = False) -> Recording:
     """Record every state of a model over a text into the folder `out`; returns the opened Recording.
 
     source: a run/checkpoint folder or a loaded Checkpoint. text: None (the checkpoint's own split `part`),
     a str/bytes, or a file path (pathlib.Path). `char_range` (start, stop) and `max_chars` count symbols
     (characters; bytes for byte models). dtype "compact": h and gates float16, c float32; "float32": all float32.
     `streams` > 1 is faster but not exact: the measured deviation goes into meta.json.
+    `reuse`: if `out` already holds a complete recording of these weights over this text with these
+    options, open and return it as it is; otherwise record (replacing `out`).
     `overlap` (experimental, off by default: it once hung in libgomp after numba's parallel kernels had
     run in the same process): compute gates, c, top-k and writes of one chunk in a worker thread while the fused
     layers run over the next chunk (same numbers). None means off.
@@ -520,13 +534,23 @@ def record(source: Checkpoint | str | Path, text=None, out: str | Path = "record
         if int(value) < low:
             raise ProbeError(f"{name} must be at least {low}, not {value}")
     out = Path(out)
-    if out.exists() and not overwrite:
+    if out.exists() and not overwrite and not reuse:
         raise ProbeError(f"{out} already exists; pass --overwrite to replace it")
     ck = source if isinstance(source, Checkpoint) else ckpt_mod.load(source)
     weights_sha = (ck.meta.get("files") or {}).get("model.safetensors")
     if untrained:
         ck = untrained_like(ck, seed=0)
     tt = resolve_text(ck, text, part, char_range, max_chars, text_source)
+    wanted = {"weights": weights_sha, "untrained": bool(untrained), "text": tt.info["sha256"],
+              "n_rows": len(tt.ids), "gates": bool(gates and ck.model.cfg.model != "rnn"),
+              "topk": min(int(topk), ck.model.cfg.vocab_size), "dtype": dtype,
+              "streams": max(1, min(int(streams), len(tt.ids)))}
+    if reuse:
+        if weights_sha is not None and _recorded_with(out) == wanted:
+            kept = Recording.open(out)
+            kept.reused = True
+            return kept
+        overwrite = True
     unknown = unknown_chars(ck.vocab, tt)
     model, cfg = ck.model, ck.model.cfg
     specs = array_specs(cfg, gates, topk, float32=(dtype == "float32"))

@@ -225,6 +225,7 @@ class Recording:
 
     def __init__(self, path: Path, meta: dict):
         self.path, self.meta = Path(path), meta
+        self.reused = False  # set by probe.record.record(reuse=True) when it kept this recording as it was
         self._maps: dict[str, np.ndarray] = {}
         self._text: str | None = None
         self.vocab = Vocab.from_json(meta["vocab"])

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Regenerate analyses/ from the shipped models: record each model on its validation split, then write
+# Regenerate analyses/ from the shipped models: record each model on its validation split (kept when the
+# recording already matches the shipped weights), then write
 # one report per model (`probe report`) and the findings summary (analyses/README.md).
 #   make analyses        (or: bash scripts/make_analyses.sh)
 set -euo pipefail
@@ -8,9 +9,8 @@ PY=.venv/bin/python
 export NUMBA_CACHE_DIR=${NUMBA_CACHE_DIR:-$PWD/.numba_cache}
 mkdir -p recordings analyses
 
-[ -f recordings/wiki-val/meta.json ] || $PY -m probe record trained_models/wiki --out recordings/wiki-val
-[ -f recordings/shakespeare-val/meta.json ] || \
-  $PY -m probe record trained_models/shakespeare --out recordings/shakespeare-val
+$PY -m probe record trained_models/wiki --out recordings/wiki-val --reuse
+$PY -m probe record trained_models/shakespeare --out recordings/shakespeare-val --reuse
 
 $PY -m probe report recordings/wiki-val --concepts url,wiki-link,column,quote,bracket-depth,xml-tag \
   --out analyses/wiki --overwrite

@@ -160,3 +160,20 @@ def test_a_corpus_that_changed_is_refused(tiny_lstm, tmp_path):
     with pytest.raises(ProbeError, match="changed since the model was trained"):
         record(ck, None, tmp_path / "r")
     assert not (tmp_path / "r").exists()
+
+
+def test_reuse_keeps_a_matching_recording_and_redoes_a_stale_one(tiny_lstm, tiny_gru, tmp_path, capsys):
+    out = tmp_path / "rec"
+    args = ["record", str(tiny_lstm), "--text", "some text to record", "--out", str(out), "--quiet"]
+    assert main(args) == 0
+    first = (out / "meta.json").read_text()
+    assert main(args + ["--reuse"]) == 0
+    assert "up to date" in capsys.readouterr().out
+    assert (out / "meta.json").read_text() == first  # kept, not rewritten
+    assert main(args + ["--reuse", "--topk", "3"]) == 0  # other options: recorded again
+    assert Recording.open(out).meta["topk"] == 3
+    assert main(["record", str(tiny_lstm), "--text", "another text", "--out", str(out), "--reuse", "-q"]) == 0
+    assert Recording.open(out).text == "another text"
+    assert main(["record", str(tiny_gru), "--text", "another text", "--out", str(out), "--reuse", "-q"]) == 0
+    rec = Recording.open(out)  # other weights: recorded again
+    assert rec.meta["model_config"]["model"] == "gru" and not rec.reused

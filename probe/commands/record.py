@@ -76,6 +76,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--untrained", action="store_true",
                    help="record a freshly initialised model of the same shape (seed 0): a baseline")
     p.add_argument("--overwrite", action="store_true", help="replace an existing recording at --out")
+    p.add_argument("--reuse", action="store_true",
+                   help="keep the recording at --out if it was made from the same weights, text and options; "
+                        "else record it again (replacing it)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
 
@@ -89,8 +92,11 @@ def run(args: argparse.Namespace) -> int:
                  max_chars=args.max_chars, gates=not args.no_gates, topk=args.topk, dtype=args.dtype,
                  chunk_size=args.chunk_size, streams=args.streams, warmup=args.warmup, overwrite=args.overwrite,
                  untrained=args.untrained, progress=not args.quiet and sys.stderr.isatty(),
-                 text_source="--text" if args.text is not None else None)
+                 text_source="--text" if args.text is not None else None, reuse=args.reuse)
     meta = rec.meta
+    if getattr(rec, "reused", False):
+        print(f"{rec.path} is up to date (same weights, text and options): kept")
+        return 0
     unknown = meta.get("unknown_chars") or {}
     if unknown.get("count"):
         shown = ", ".join(f"{c!r} x{n}" for c, n in unknown["most_common"][:5])
