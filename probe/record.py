@@ -48,7 +48,6 @@ from probe.recording import (NpyWriter, Recording, RecordingWriter, array_name, 
 from probe.vocab import Vocab, decode_utf8
 
 LN2 = math.log(2.0)
-DEVIATION_MAX_BOUNDARY = 50_000  # the exact pass for the deviation sample reads at most this many symbols first
 DEVIATION_ROWS = 2_000  # rows compared after the stream boundary
 
 Emit = Callable[[str, "torch.Tensor | np.ndarray"], None]
@@ -408,13 +407,15 @@ def run_streams(engine: _Engine, ids: np.ndarray, put: Callable[[str, int, np.nd
 # --------------------------------------------------------------------------- deviation of parallel streams
 
 def measure_deviation(engine: _Engine, ids: np.ndarray, boundary: int, warmup: int,
-                      rows: int = DEVIATION_ROWS, chunk_size: int = 8192) -> dict:
+                      rows: int = DEVIATION_ROWS, chunk_size: int = 8192, exact_state: list | None = None) -> dict:
     """How far rows after a stream boundary differ from one exact pass.
 
     Exact: the layers run over ids[:boundary] (state carried), then ids[boundary:boundary+rows] are
-    recorded. Streamed: the state comes from a warm-up on ids[boundary-warmup:boundary] only, as
-    `--streams` does. Reported: mean and max |difference| over those rows, all layers and units, of
-    h and of tanh(c) (LSTM); these rows follow the boundary, where the warm-up error is largest.
+    recorded; `exact_state`, when given, is that state already (the recorder passes the final state of
+    its first stream, which started at row 0 and so is exact). Streamed: the state comes from a warm-up
+    on ids[boundary-warmup:boundary] only, as `--streams` does. Reported: mean and max |difference| over
+    those rows, all layers and units, of h and of tanh(c) (LSTM); these rows follow the boundary, where
+    the warm-up error is largest.
     """
     rows = min(rows, len(ids) - boundary)
     seg = ids[boundary:boundary + rows]
@@ -438,7 +439,7 @@ def measure_deviation(engine: _Engine, ids: np.ndarray, boundary: int, warmup: i
                     state=state)
         return out
 
-    exact = collect(states_over(ids[:boundary]))
+    exact = collect(exact_state if exact_state is not None else states_over(ids[:boundary]))
     streamed = collect(states_over(ids[max(0, boundary - warmup):boundary]))
     result = {"method": (f"rows {boundary}:{boundary + rows} recorded after one exact pass over the text before "
                          f"them vs after only a {warmup}-symbol warm-up (as a stream starting at row {boundary}); "
@@ -571,7 +572,7 @@ def record(source: Checkpoint | str | Path, text=None, out: str | Path = "record
         t_loop = time.perf_counter()
         writes = BackgroundWrites(lambda nm, r, b: rows[nm].put(r, b))  # disk I/O beside the compute
         try:
-            run_streams(engine, tt.ids, writes, {k: dt for k, (_, dt) in specs.items()},
+            final = run_streams(engine, tt.ids, writes, {k: dt for k, (_, dt) in specs.items()},
                         streams=streams, warmup=warmup, chunk_size=chunk_size, next_id=tt.next_id,
                         on_rows=bar.update if bar else None, overlap=overlap)
         except BaseException:
@@ -580,11 +581,11 @@ def record(source: Checkpoint | str | Path, text=None, out: str | Path = "record
         writes.close()
         loop_seconds = time.perf_counter() - t_loop
         n_streams = max(1, min(int(streams), n))
-        if n_streams > 1:
+        if n_streams > 1:  # at the real boundary between streams 0 and 1: stream 0's final state is exact
             L = -(-n // n_streams)
-            boundary = min(L, DEVIATION_MAX_BOUNDARY, n - 1)
-            deviation = dict(measure_deviation(engine, tt.ids, boundary, min(int(warmup), L),
-                                               chunk_size=chunk_size), exact=False)
+            first_stream = [tuple(t[:, :1] for t in st) if isinstance(st, tuple) else st[:, :1] for st in final]
+            deviation = dict(measure_deviation(engine, tt.ids, L, min(int(warmup), L), chunk_size=chunk_size,
+                                               exact_state=first_stream), exact=False)
         else:
             deviation = {"exact": True, "mean_abs": 0.0, "max_abs": 0.0,
                          "method": "one stream over the whole text, state carried from the first symbol"}

@@ -216,6 +216,10 @@ def test_parallel_streams_measure_their_deviation_and_stay_close(tiny_lstm, shak
     rows = np.concatenate([np.arange(s, s + 50) for s in (1000, 2000, 3000)])
     assert np.abs(h4[rows] - h1[rows]).mean() < np.abs(h0[rows] - h1[rows]).mean()
     assert cold.meta["deviation"]["mean_abs"] > dev["mean_abs"]
+    # a warm-up that reaches back to the start of the text makes stream 1 exact: measured deviation ~0
+    full_warm = record(tiny_lstm, text, tmp_path / "two", dtype="float32", streams=2, warmup=2000)
+    assert full_warm.meta["deviation"]["boundary_row"] == 2000
+    assert full_warm.meta["deviation"]["max_abs"] < 1e-5 < cold.meta["deviation"]["max_abs"]
 
 
 def test_streams_lay_rows_out_in_text_order(tiny_lstm, shakespeare_text, tmp_path):
