@@ -155,6 +155,7 @@ def main() -> None:
     ap.add_argument("--quality-steps", type=int, default=300)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved repetitions; medians are reported")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -162,24 +163,31 @@ def main() -> None:
     H, layers, B, T, iters, warm = (128, 2, 16, 50, 20, 3) if args.quick else (512, 2, 64, 100, 30, 3)
     ids = np.frombuffer(read_bytes(BUNDLED["wiki"])[:3_000_000], dtype=np.uint8).astype(np.int64)
     print(f"# {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch "
-          f"{torch.__version__}, device {device}; LSTM {layers}x{H}, batch {B} x seq {T}, {iters} timed iterations")
-    rows = []
+          f"{torch.__version__}, device {device}; LSTM {layers}x{H}, batch {B} x seq {T}, {iters} timed iterations, "
+          f"{args.rounds} interleaved rounds (medians)")
+    # rounds interleave the loops, so that a slow spell of a shared machine hits all of them; each number
+    # is the median over rounds, each ratio the median of the ratios within a round
+    runs: dict[bool, list[tuple[float, float, float]]] = {False: [], True: []}
     with tempfile.TemporaryDirectory() as d:
-        for bf16 in (False, True):
-            bare = bare_fused(ids, 256, H, layers, B, T, iters, warm, bf16, device)
-            ours = probe_trainer("wiki", H, layers, B, T, iters, warm, bf16, device.type,
-                                 Path(d) / f"p{int(bf16)}")
-            bare_fo = bare_fused(ids, 256, H, layers, B, T, iters, warm, bf16, device, fused_adamw=True)
-            rows.append((bf16, bare, ours, bare_fo))
+        for r in range(args.rounds):
+            for bf16 in (False, True):
+                bare = bare_fused(ids, 256, H, layers, B, T, iters, warm, bf16, device)
+                ours = probe_trainer("wiki", H, layers, B, T, iters, warm, bf16, device.type,
+                                     Path(d) / f"p{int(bf16)}-{r}")
+                bare_fo = bare_fused(ids, 256, H, layers, B, T, iters, warm, bf16, device, fused_adamw=True)
+                runs[bf16].append((bare, ours, bare_fo))
         cells = per_step_cells(ids, 256, H, layers, B, T, max(iters // 3, 3), 1, device)
+    med = lambda xs: float(np.median(xs))  # noqa: E731
+    rows = [(bf16, med([b for b, _, _ in rs]), med([o for _, o, _ in rs]), med([f for _, _, f in rs]),
+             med([o / b for b, o, _ in rs]), med([f / b for b, _, f in rs])) for bf16, rs in runs.items()]
     fpc = flops_per_char(256, 64, H, layers)
     print("| loop | precision | chars/s | vs bare fused | GFLOP/s |")
     print("|---|---|---|---|---|")
-    for bf16, bare, ours, bare_fo in rows:
+    for bf16, bare, ours, bare_fo, r_ours, r_fo in rows:
         p = "bf16" if bf16 else "float32"
         print(f"| bare fused nn.LSTM | {p} | {bare:,.0f} | 1.00x | {bare * fpc / 1e9:.0f} |")
-        print(f"| probe train | {p} | {ours:,.0f} | {ours / bare:.2f}x | {ours * fpc / 1e9:.0f} |")
-        print(f"| bare fused nn.LSTM + fused AdamW | {p} | {bare_fo:,.0f} | {bare_fo / bare:.2f}x | "
+        print(f"| probe train | {p} | {ours:,.0f} | {r_ours:.2f}x | {ours * fpc / 1e9:.0f} |")
+        print(f"| bare fused nn.LSTM + fused AdamW | {p} | {bare_fo:,.0f} | {r_fo:.2f}x | "
               f"{bare_fo * fpc / 1e9:.0f} |")
     print(f"| per-step LSTMCell loop | float32 | {cells:,.0f} | {cells / rows[0][1]:.2f}x | {cells * fpc / 1e9:.0f} |")
     print(f"\nprobe train bf16 / float32: {rows[1][2] / rows[0][2]:.2f}x;  probe train float32 / per-step "
