@@ -17,3 +17,4 @@ $PY -m probe report recordings/wiki-val --concepts url,wiki-link,column,quote,br
 $PY -m probe report recordings/shakespeare-val --concepts column,line-end-distance \
   --out analyses/shakespeare --overwrite
 $PY scripts/analyses_readme.py analyses
+$PY scripts/dashboard_screenshot.py
