@@ -43,6 +43,8 @@ from probe.background_writes import BackgroundWrites
 from probe.checkpoint import Checkpoint
 from probe.errors import ProbeError
 from probe.model import GATES, CharRNN, ModelConfig
+from probe.onednn_gates import disable as disable_onednn_gates
+from probe.onednn_gates import lstm_layer_with_gates
 from probe.recording import (NpyWriter, Recording, RecordingWriter, array_name, char_of_row_for_bytes,
                              decode_bytes)
 from probe.vocab import Vocab, decode_utf8
@@ -220,22 +222,43 @@ class _Engine:
         return new
 
     @torch.no_grad()
-    def forward(self, x: torch.Tensor, state: list) -> tuple[list, list]:
-        """The fused pass of every layer over x (S, T): ([embedding, h of L0, h of L1, ...], new state)."""
+    def forward(self, x: torch.Tensor, state: list) -> tuple[list, list, list]:
+        """The fused pass of every layer over x (S, T): ([embedding, h of L0, h of L1, ...], new state,
+        per layer the LSTM gate activations (S, T, 4H) and c_n kept by oneDNN's kernel, or None)."""
         seqs = [self.model.embed(x)]
-        new_state = []
+        new_state, kept = [], []
         for l, layer in enumerate(self.model.layers):
-            out, s = layer(seqs[-1], state[l])
+            got = lstm_layer_with_gates(layer, seqs[-1], state[l]) if self.kind == "lstm" else None
+            if got is None:
+                out, s = layer(seqs[-1], state[l])
+                kept.append(None)
+            else:
+                out, s, gates = got
+                kept.append((gates, s[1][0]))
             seqs.append(out)
             new_state.append(s)
-        return seqs, new_state
+        return seqs, new_state, kept
+
+    def lstm_gates(self, l: int, inp: torch.Tensor, h_prev: torch.Tensor) -> torch.Tensor:
+        """Gate activations (S, T, 4H) of LSTM layer l recomputed in float32: one matmul for the chunk."""
+        S, T, H = inp.shape[0], inp.shape[1], self.H
+        w, b = self.weights[l]
+        acts = linear(torch.cat([inp, h_prev], dim=2).reshape(S * T, -1), w, b)
+        acts[:, :2 * H].sigmoid_()
+        acts[:, 2 * H:3 * H].tanh_()
+        acts[:, 3 * H:].sigmoid_()
+        return acts.view(S, T, 4 * H)
 
     @torch.no_grad()
-    def post(self, seqs: list, state: list, c_carry: list, targets: torch.Tensor | None, emit: Emit) -> None:
+    def post(self, seqs: list, state: list, c_carry: list, targets: torch.Tensor | None, emit: Emit,
+             kept: list | None = None) -> None:
         """Everything else of one chunk from its layer sequences: gates, c, top-k, loss, all to `emit`.
 
         state: the state before the chunk (for h_{-1}); c_carry[l]: the last recorded c of layer l (S, H),
         carried by the recorded recurrence itself so that any chunking gives the same c; updated here.
+        kept[l]: (gate activations, c_n) from oneDNN's workspace (see `forward`), checked here: the
+        recurrence on them must end at the kernel's own c_n, else the gates are recomputed (and the
+        workspace is not used again).
         """
         S, T = seqs[0].shape[:2]
         H = self.H
@@ -246,13 +269,19 @@ class _Engine:
             if self.kind == "lstm" or self.gates:
                 h_prev = torch.cat([h0.unsqueeze(1), out[:, :-1]], dim=1)
             if self.kind == "lstm":
-                w, b = self.weights[l]
-                acts = linear(torch.cat([inp, h_prev], dim=2).reshape(S * T, -1), w, b)
-                acts[:, :2 * H].sigmoid_()
-                acts[:, 2 * H:3 * H].tanh_()
-                acts[:, 3 * H:].sigmoid_()
-                acts = acts.view(S, T, 4 * H)
-                c = lstm_cell_states(acts.cpu().numpy(), c_carry[l])
+                carry = c_carry[l]
+                if kept is not None and kept[l] is not None:
+                    acts, c_n = kept[l]
+                    c = lstm_cell_states(acts.numpy(), carry)
+                    c_n = c_n.numpy()
+                    if not np.allclose(c[:, -1], c_n, rtol=1e-4, atol=1e-4):
+                        disable_onednn_gates()  # an unexpected workspace layout: recompute from now on
+                        acts = None
+                else:
+                    acts = None
+                if acts is None:
+                    acts = self.lstm_gates(l, inp, h_prev)
+                    c = lstm_cell_states(acts.cpu().numpy(), carry)
                 c_carry[l] = c[:, -1].copy()
                 emit(f"L{l}.c", c)
                 if self.gates:
@@ -321,7 +350,7 @@ class _RowWriter:
         self.w.write(block)
 
 
-def _post_chunk(engine: _Engine, seqs: list, state: list, c_carry: list, targets: torch.Tensor,
+def _post_chunk(engine: _Engine, seqs: list, kept: list, state: list, c_carry: list, targets: torch.Tensor,
                 put: Callable[[str, int, np.ndarray], None], dtypes: dict[str, np.dtype], n: int, L: int,
                 t0: int, Tc: int, on_rows: Callable[[int], None] | None) -> None:
     streams = seqs[0].shape[0]
@@ -336,7 +365,7 @@ def _post_chunk(engine: _Engine, seqs: list, state: list, c_carry: list, targets
             if m > 0:
                 put(name, r0, arr[s, :m])
 
-    engine.post(seqs, state, c_carry, targets, emit)
+    engine.post(seqs, state, c_carry, targets, emit, kept)
     if on_rows:
         on_rows(sum(max(0, min(Tc, n - (s * L + t0))) for s in range(streams)))
 
@@ -387,8 +416,8 @@ def run_streams(engine: _Engine, ids: np.ndarray, put: Callable[[str, int, np.nd
             Tc = min(T, L - t0)
             rows = row0 + torch.arange(t0, t0 + Tc).unsqueeze(0)
             x, tg = ext[rows].clamp(min=0).to(device), ext[rows + 1].to(device)
-            seqs, new_state = engine.forward(x, state)
-            job = partial(_post_chunk, engine, seqs, state, c_carry, tg, put, dtypes, n, L, t0, Tc, on_rows)
+            seqs, new_state, kept = engine.forward(x, state)
+            job = partial(_post_chunk, engine, seqs, kept, state, c_carry, tg, put, dtypes, n, L, t0, Tc, on_rows)
             if pool is None:
                 job()
             else:  # the next chunk's fused passes run while this chunk's gates, c and writes are done
@@ -475,7 +504,7 @@ def untrained_like(checkpoint: Checkpoint | str | Path, seed: int = 0) -> Checkp
 
 
 def record_arrays(model: CharRNN, vocab: Vocab, text: str | bytes, *, gates: bool = True,
-                  topk: int = 5) -> dict[str, np.ndarray]:
+                  topk: int = 5, chunk_size: int = 8192) -> dict[str, np.ndarray]:
     """Record a short text in memory (float32 states): the same array names as a recording.
 
     Also `ids` (int64) and, for byte vocabularies, `char_of_row`. One exact stream.
@@ -490,7 +519,7 @@ def record_arrays(model: CharRNN, vocab: Vocab, text: str | bytes, *, gates: boo
         model.eval()
         try:
             run_streams(_Engine(model, gates, topk), ids, lambda nm, r, b: out[nm].__setitem__(slice(r, r + len(b)), b),
-                        {k: dt for k, (_, dt) in specs.items()})
+                        {k: dt for k, (_, dt) in specs.items()}, chunk_size=chunk_size)
         finally:
             model.train(was)
     out["ids"] = ids
