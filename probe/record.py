@@ -4,8 +4,11 @@ How it stays fast and exact, per chunk of the text:
 
 1. each layer's fused `nn.LSTM`/`nn.GRU`/`nn.RNN` call gives that layer's whole `h` sequence
    (the state is carried from chunk to chunk, so chunking changes nothing);
-2. all gates of the chunk come from ONE batched matmul per layer, `[x_t, h_{t-1}] @ [W_ih; W_hh]^T + b`
-   (GRU: one for the input part, one for the hidden part, since `n` needs `r * (W_hn h + b_hn)`);
+2. LSTM on CPU: the fused pass runs oneDNN's kernel in training mode, whose workspace holds every
+   step's gate activations (`probe.onednn_gates`), checked each chunk against the kernel's own `c_n`.
+   Otherwise (GPU, GRU, a failed check) all gates of the chunk come from ONE batched matmul per layer,
+   `[x_t, h_{t-1}] @ [W_ih; W_hh]^T + b` (GRU: one for the input part, one for the hidden part, since
+   `n` needs `r * (W_hn h + b_hn)`);
 3. `c` follows from the element-wise recurrence `c_t = f_t * c_{t-1} + i_t * g_t`, compiled
    (`probe.kernels`);
 4. the head and a log-softmax give the top-k next symbols and the loss;
@@ -266,8 +269,8 @@ class _Engine:
             inp, out = seqs[l], seqs[l + 1]
             emit(f"L{l}.h", out)
             h0 = (state[l][0] if self.kind == "lstm" else state[l])[0]  # (S, H)
-            if self.kind == "lstm" or self.gates:
-                h_prev = torch.cat([h0.unsqueeze(1), out[:, :-1]], dim=1)
+            def h_prev() -> torch.Tensor:  # h_{t-1} for every step of the chunk
+                return torch.cat([h0.unsqueeze(1), out[:, :-1]], dim=1)
             if self.kind == "lstm":
                 carry = c_carry[l]
                 if kept is not None and kept[l] is not None:
@@ -280,7 +283,7 @@ class _Engine:
                 else:
                     acts = None
                 if acts is None:
-                    acts = self.lstm_gates(l, inp, h_prev)
+                    acts = self.lstm_gates(l, inp, h_prev())
                     c = lstm_cell_states(acts.cpu().numpy(), carry)
                 c_carry[l] = c[:, -1].copy()
                 emit(f"L{l}.c", c)
@@ -290,7 +293,7 @@ class _Engine:
             elif self.gates:  # GRU: r z n
                 w_ih, b_ih, w_hh, b_hh = self.weights[l]
                 gi = torch.addmm(b_ih, inp.reshape(S * T, -1), w_ih)
-                gh = torch.addmm(b_hh, h_prev.reshape(S * T, H), w_hh)
+                gh = torch.addmm(b_hh, h_prev().reshape(S * T, H), w_hh)
                 rz = torch.sigmoid(gi[:, :2 * H] + gh[:, :2 * H])
                 n = torch.tanh(gi[:, 2 * H:] + rz[:, :H] * gh[:, 2 * H:])
                 emit(f"L{l}.gates.r", rz[:, :H].view(S, T, H))
