@@ -283,18 +283,23 @@ class TrainResult:
     stopped: str
 
 
+RESUME_OVERRIDABLE = ("max_epochs", "max_iters", "max_time", "device", "threads", "eval_every")
+
+
 def train(cfg: TrainConfig, resume: str | None = None, stop_at: int | None = None,
-          progress: bool = True) -> TrainResult:
+          progress: bool = True, overrides: dict | None = None) -> TrainResult:
     """Train (or resume) a model; returns where the checkpoints are and the final numbers.
 
     `stop_at` stops early after that many iterations as if interrupted (the
-    schedule still follows max_epochs/max_iters), saving `latest/`. Under
+    schedule still follows max_epochs/max_iters), saving `latest/`. On resume the recipe is the
+    checkpoint's; only RESUME_OVERRIDABLE settings change: those in `overrides` when given (the CLI
+    passes the options typed on the command line), else those of `cfg` that differ from the defaults. Under
     torchrun the process group this opens is closed again on the way out, after
     a barrier when every rank finished cleanly (rank 0 may still be saving).
     """
     opened = {"group": False}
     try:
-        result = _train(cfg, resume, stop_at, progress, opened)
+        result = _train(cfg, resume, stop_at, progress, opened, overrides)
     except BaseException:
         _close_process_group(opened, barrier=False)
         raise
@@ -319,7 +324,7 @@ def _close_process_group(opened: dict, barrier: bool) -> None:
 
 
 def _train(cfg: TrainConfig, resume: str | None, stop_at: int | None, progress: bool,
-           opened: dict) -> TrainResult:
+           opened: dict, overrides: dict | None = None) -> TrainResult:
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     resumed = None
@@ -327,9 +332,12 @@ def _train(cfg: TrainConfig, resume: str | None, stop_at: int | None, progress: 
         resumed = ckpt.load(resume, which="latest", with_trainer=True)
         saved = TrainConfig.from_json(resumed.meta["train_config"])
         # stop conditions, device and threads may change on resume; the recipe may not
-        for name in ("max_epochs", "max_iters", "max_time", "device", "threads", "eval_every"):
-            if getattr(cfg, name) != getattr(TrainConfig, name, None) and getattr(cfg, name) is not None:
-                setattr(saved, name, getattr(cfg, name))
+        if overrides is None:
+            overrides = {name: getattr(cfg, name) for name in RESUME_OVERRIDABLE
+                         if getattr(cfg, name) != getattr(TrainConfig, name, None)}
+        for name, value in overrides.items():
+            if name in RESUME_OVERRIDABLE and value is not None:
+                setattr(saved, name, value)
         saved.out = str(Path(resume) if (Path(resume) / "latest").exists() else Path(resume).parent)
         cfg = saved
     cfg.validate()

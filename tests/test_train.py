@@ -276,3 +276,18 @@ def test_optimizer_is_fused_and_stays_fused_when_resuming_an_unfused_checkpoint(
     assert torch.equal(opt.state[model.head.weight]["exp_avg"], plain.state[model.head.weight]["exp_avg"])
     opt.step()  # the restored state works with the fused kernel
     assert float(opt.state[model.head.weight]["step"]) == 2
+
+
+def test_resume_takes_the_options_typed_even_when_they_equal_the_defaults(tmp_path, small_text_file):
+    from probe.cli import main
+    run = tmp_path / "r"
+    train(tiny_config(small_text_file, run, max_iters=10, eval_every=5), progress=False)  # eval_every 5 saved
+    assert TrainConfig().eval_every == 500
+    # --eval-every 500 is the default value, typed: it must replace the saved 5; --max-iters extends the run
+    assert main(["train", "--resume", str(run), "--max-iters", "12", "--eval-every", "500", "--quiet"]) == 0
+    meta = json.loads((run / "latest" / "checkpoint.json").read_text())
+    assert meta["step"] == 12 and meta["train_config"]["eval_every"] == 500
+    # options not typed keep the checkpoint's values (the recipe, and stop conditions alike)
+    assert main(["train", "--resume", str(run), "--max-iters", "14", "--quiet"]) == 0
+    meta = json.loads((run / "latest" / "checkpoint.json").read_text())
+    assert meta["train_config"]["eval_every"] == 500 and meta["train_config"]["rnn_size"] == 16

@@ -7,7 +7,7 @@ import sys
 from dataclasses import fields
 
 from probe.errors import ProbeError
-from probe.train import TrainConfig, train
+from probe.train import RESUME_OVERRIDABLE, TrainConfig, train
 
 NAME = "train"
 HELP = "train a character-level LSTM, GRU or vanilla RNN language model"
@@ -59,11 +59,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def typed_options(argv: list[str]) -> set[str]:
+    """TrainConfig fields given on the command line (`--eval-every 500`, `--eval-every=500`, `--no-bf16`)."""
+    names = {f.name for f in fields(TrainConfig)}
+    given = set()
+    for a in argv:
+        if a.startswith("--"):
+            name = a[2:].split("=", 1)[0].replace("-", "_")
+            name = name[3:] if name.startswith("no_") and name[3:] in names else name
+            if name in names:
+                given.add(name)
+    return given
+
+
 def run(args: argparse.Namespace) -> int:
     cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
+    typed = typed_options(getattr(args, "_argv", None) or sys.argv[1:])
+    args.overrides = {n: getattr(cfg, n) for n in RESUME_OVERRIDABLE if n in typed} if args.resume else None
     if int(os.environ.get("WORLD_SIZE", 1)) > 1:
         return _run_as_rank(cfg, args)
-    result = train(cfg, resume=args.resume, progress=not args.quiet)
+    result = train(cfg, resume=args.resume, progress=not args.quiet, overrides=args.overrides)
     return 130 if result.stopped in ("SIGINT",) else 0
 
 
@@ -78,7 +93,7 @@ def _run_as_rank(cfg: TrainConfig, args: argparse.Namespace) -> int:
     and exits at once with its own status.
     """
     try:
-        result = train(cfg, resume=args.resume, progress=not args.quiet)
+        result = train(cfg, resume=args.resume, progress=not args.quiet, overrides=args.overrides)
         code = 130 if result.stopped in ("SIGINT",) else 0
     except ProbeError as e:
         print(f"probe train: error: {e}", file=sys.stderr)
