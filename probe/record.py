@@ -438,13 +438,13 @@ def run_streams(engine: _Engine, ids: np.ndarray, put: Callable[[str, int, np.nd
 
 # --------------------------------------------------------------------------- deviation of parallel streams
 
-def measure_deviation(engine: _Engine, ids: np.ndarray, boundary: int, warmup: int,
-                      rows: int = DEVIATION_ROWS, chunk_size: int = 8192, exact_state: list | None = None) -> dict:
+def measure_deviation(engine: _Engine, ids: np.ndarray, boundary: int, warmup: int, exact_state: list,
+                      rows: int = DEVIATION_ROWS, chunk_size: int = 8192) -> dict:
     """How far rows after a stream boundary differ from one exact pass.
 
-    Exact: the layers run over ids[:boundary] (state carried), then ids[boundary:boundary+rows] are
-    recorded; `exact_state`, when given, is that state already (the recorder passes the final state of
-    its first stream, which started at row 0 and so is exact). Streamed: the state comes from a warm-up
+    Exact: ids[boundary:boundary+rows] recorded from `exact_state`, the state after one pass over
+    ids[:boundary] (the recorder passes the final state of its first stream, which started at row 0
+    and so is exact). Streamed: the state comes from a warm-up
     on ids[boundary-warmup:boundary] only, as `--streams` does. Reported: mean and max |difference| over
     those rows, all layers and units, of h and of tanh(c) (LSTM); these rows follow the boundary, where
     the warm-up error is largest.
@@ -471,7 +471,7 @@ def measure_deviation(engine: _Engine, ids: np.ndarray, boundary: int, warmup: i
                     state=state)
         return out
 
-    exact = collect(exact_state if exact_state is not None else states_over(ids[:boundary]))
+    exact = collect(exact_state)
     streamed = collect(states_over(ids[max(0, boundary - warmup):boundary]))
     result = {"method": (f"rows {boundary}:{boundary + rows} recorded after one exact pass over the text before "
                          f"them vs after only a {warmup}-symbol warm-up (as a stream starting at row {boundary}); "
@@ -616,8 +616,8 @@ def record(source: Checkpoint | str | Path, text=None, out: str | Path = "record
         if n_streams > 1:  # at the real boundary between streams 0 and 1: stream 0's final state is exact
             L = -(-n // n_streams)
             first_stream = [tuple(t[:, :1] for t in st) if isinstance(st, tuple) else st[:, :1] for st in final]
-            deviation = dict(measure_deviation(engine, tt.ids, L, min(int(warmup), L), chunk_size=chunk_size,
-                                               exact_state=first_stream), exact=False)
+            deviation = dict(measure_deviation(engine, tt.ids, L, min(int(warmup), L), first_stream,
+                                               chunk_size=chunk_size), exact=False)
         else:
             deviation = {"exact": True, "mean_abs": 0.0, "max_abs": 0.0,
                          "method": "one stream over the whole text, state carried from the first symbol"}
