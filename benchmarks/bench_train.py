@@ -14,6 +14,7 @@ import argparse
 import math
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -151,6 +152,48 @@ def quality(steps: int, H: int, layers: int, device_name: str) -> tuple[float, f
     return res[0], res[1]
 
 
+LOOPS = {  # name: (label, heap); each measurement runs in a fresh process, one loop at a time
+    "bare": ("bare fused nn.LSTM", "system"),
+    "bare_fo": ("bare fused nn.LSTM + fused AdamW", "system"),
+    "bare_fo_heap": ("bare fused nn.LSTM + fused AdamW + retained heap", "retained"),
+    "probe": ("probe train", "retained"),
+    "probe_system": ("probe train, PROBE_HEAP=system", "system"),
+}
+
+
+def shapes(quick: bool) -> tuple[int, int, int, int, int, int]:
+    """H, layers, batch, seq, timed iterations, warm-up iterations."""
+    return (128, 2, 16, 50, 20, 3) if quick else (512, 2, 64, 100, 30, 3)
+
+
+def measure_one(loop: str, bf16: bool, quick: bool, device_name: str) -> float:
+    """chars/s of one loop in this process (called in a fresh worker process)."""
+    if LOOPS.get(loop, ("", "system"))[1] == "retained":
+        from probe.heap import retain_freed_memory
+        retain_freed_memory()
+    device = torch.device("cuda" if device_name in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
+    H, layers, B, T, iters, warm = shapes(quick)
+    ids = np.frombuffer(read_bytes(BUNDLED["wiki"])[:3_000_000], dtype=np.uint8).astype(np.int64)
+    if loop == "cells":
+        return per_step_cells(ids, 256, H, layers, B, T, max(iters // 3, 3), 1, device)
+    if loop.startswith("probe"):
+        with tempfile.TemporaryDirectory() as d:
+            return probe_trainer("wiki", H, layers, B, T, iters, warm, bf16, device.type, Path(d) / "run")
+    return bare_fused(ids, 256, H, layers, B, T, iters, warm, bf16, device, fused_adamw=loop != "bare")
+
+
+def in_fresh_process(loop: str, bf16: bool, args) -> float:
+    """Run measure_one in a new interpreter, so that no loop inherits another's heap or caches."""
+    env = dict(os.environ)
+    env["PROBE_HEAP"] = LOOPS.get(loop, ("", "system"))[1]
+    cmd = [sys.executable, __file__, "--worker", loop, "--device", args.device, "--threads", str(args.threads)]
+    cmd += ["--bf16"] * bf16 + ["--quick"] * args.quick
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"benchmark worker {loop} failed:\n{out.stderr[-2000:]}")
+    return float(out.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
@@ -159,42 +202,44 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--rounds", type=int, default=3, help="interleaved repetitions; medians are reported")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)  # internal: measure one loop and print chars/s
+    ap.add_argument("--bf16", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.worker:
+        print(measure_one(args.worker, args.bf16, args.quick, args.device))
+        return
     device = torch.device("cuda" if args.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
-    H, layers, B, T, iters, warm = (128, 2, 16, 50, 20, 3) if args.quick else (512, 2, 64, 100, 30, 3)
-    ids = np.frombuffer(read_bytes(BUNDLED["wiki"])[:3_000_000], dtype=np.uint8).astype(np.int64)
+    H, layers, B, T, iters, warm = shapes(args.quick)
     print(f"# {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch "
           f"{torch.__version__}, device {device}; LSTM {layers}x{H}, batch {B} x seq {T}, {iters} timed iterations, "
-          f"{args.rounds} interleaved rounds (medians)")
+          f"{args.rounds} interleaved rounds (medians), every loop in a fresh process")
     # rounds interleave the loops, so that a slow spell of a shared machine hits all of them; each number
     # is the median over rounds, each ratio the median of the ratios within a round
-    runs: dict[bool, list[tuple[float, float, float]]] = {False: [], True: []}
-    with tempfile.TemporaryDirectory() as d:
-        for r in range(args.rounds):
-            for bf16 in (False, True):
-                bare = bare_fused(ids, 256, H, layers, B, T, iters, warm, bf16, device)
-                ours = probe_trainer("wiki", H, layers, B, T, iters, warm, bf16, device.type,
-                                     Path(d) / f"p{int(bf16)}-{r}")
-                bare_fo = bare_fused(ids, 256, H, layers, B, T, iters, warm, bf16, device, fused_adamw=True)
-                runs[bf16].append((bare, ours, bare_fo))
-        cells = per_step_cells(ids, 256, H, layers, B, T, max(iters // 3, 3), 1, device)
+    runs: dict[tuple[str, bool], list[float]] = {}
+    for r in range(args.rounds):
+        for bf16 in (False, True):
+            for loop in LOOPS:
+                runs.setdefault((loop, bf16), []).append(in_fresh_process(loop, bf16, args))
+    cells = in_fresh_process("cells", False, args)
     med = lambda xs: float(np.median(xs))  # noqa: E731
-    rows = [(bf16, med([b for b, _, _ in rs]), med([o for _, o, _ in rs]), med([f for _, _, f in rs]),
-             med([o / b for b, o, _ in rs]), med([f / b for b, _, f in rs])) for bf16, rs in runs.items()]
     fpc = flops_per_char(256, 64, H, layers)
-    print("| loop | precision | chars/s | vs bare fused | GFLOP/s |")
-    print("|---|---|---|---|---|")
-    for bf16, bare, ours, bare_fo, r_ours, r_fo in rows:
+    speed = {key: med(v) for key, v in runs.items()}
+    print("| loop | precision | chars/s | vs bare fused | vs bare + fused AdamW + retained heap | GFLOP/s |")
+    print("|---|---|---|---|---|---|")
+    for bf16 in (False, True):
         p = "bf16" if bf16 else "float32"
-        print(f"| bare fused nn.LSTM | {p} | {bare:,.0f} | 1.00x | {bare * fpc / 1e9:.0f} |")
-        print(f"| probe train | {p} | {ours:,.0f} | {r_ours:.2f}x | {ours * fpc / 1e9:.0f} |")
-        print(f"| bare fused nn.LSTM + fused AdamW | {p} | {bare_fo:,.0f} | {r_fo:.2f}x | "
-              f"{bare_fo * fpc / 1e9:.0f} |")
-    print(f"| per-step LSTMCell loop | float32 | {cells:,.0f} | {cells / rows[0][1]:.2f}x | {cells * fpc / 1e9:.0f} |")
-    print(f"\nprobe train bf16 / float32: {rows[1][2] / rows[0][2]:.2f}x;  probe train float32 / per-step "
-          f"LSTMCell: {rows[0][2] / cells:.2f}x")
+        for loop, (label, _) in LOOPS.items():
+            vs_bare = med([a / b for a, b in zip(runs[(loop, bf16)], runs[("bare", bf16)])])
+            vs_heap = med([a / b for a, b in zip(runs[(loop, bf16)], runs[("bare_fo_heap", bf16)])])
+            print(f"| {label} | {p} | {speed[(loop, bf16)]:,.0f} | {vs_bare:.2f}x | {vs_heap:.2f}x | "
+                  f"{speed[(loop, bf16)] * fpc / 1e9:.0f} |")
+    print(f"| per-step LSTMCell loop | float32 | {cells:,.0f} | {cells / speed[('bare', False)]:.2f}x | | "
+          f"{cells * fpc / 1e9:.0f} |")
+    print(f"\nprobe train bf16 / float32: {speed[('probe', True)] / speed[('probe', False)]:.2f}x "
+          f"(bare fused: {speed[('bare', True)] / speed[('bare', False)]:.2f}x);  probe train float32 / per-step "
+          f"LSTMCell: {speed[('probe', False)] / cells:.2f}x")
     if args.quality:
         steps = 20 if args.quick else args.quality_steps
         f32, b16 = quality(steps, H, layers, device.type)

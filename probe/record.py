@@ -43,6 +43,7 @@ from probe import checkpoint as ckpt_mod
 from probe import corpus
 from probe.kernels import lstm_cell_states, topk_rows
 from probe.background_writes import BackgroundWrites
+from probe.heap import retain_freed_memory
 from probe.checkpoint import Checkpoint
 from probe.errors import ProbeError
 from probe.model import GATES, CharRNN, ModelConfig
@@ -560,6 +561,7 @@ def record(source: Checkpoint | str | Path, text=None, out: str | Path = "record
     layers run over the next chunk (same numbers). None means off.
     """
     t_start = time.perf_counter()
+    retain_freed_memory()  # chunk buffers are reused instead of page-faulted anew (probe/heap.py)
     if dtype not in ("compact", "float32"):
         raise ProbeError(f"--dtype must be compact or float32, not {dtype!r}")
     for name, value, low in (("--topk", topk, 0), ("--streams", streams, 1), ("--warmup", warmup, 0),

@@ -23,6 +23,7 @@ from probe import checkpoint as ckpt
 from probe import corpus
 from probe.batches import StreamBatches, eval_streams
 from probe.errors import ProbeError
+from probe.heap import retain_freed_memory
 from probe.model import CharRNN, ModelConfig, state_from_tensors, state_tensors
 from probe.sampling import sample_text
 from probe.vocab import Vocab, decode_utf8
@@ -297,6 +298,7 @@ def train(cfg: TrainConfig, resume: str | None = None, stop_at: int | None = Non
     torchrun the process group this opens is closed again on the way out, after
     a barrier when every rank finished cleanly (rank 0 may still be saving).
     """
+    retain_freed_memory()  # large per-step buffers are reused instead of page-faulted anew (probe/heap.py)
     opened = {"group": False}
     try:
         result = _train(cfg, resume, stop_at, progress, opened, overrides)
