@@ -12,6 +12,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 GOOD_AUC, GOOD_R = 0.9, 0.7  # a "good single unit": held-out AUC or |r| at least this, and above chance
@@ -26,7 +27,7 @@ def verdict(row: pd.Series) -> str:
     return "**no good single unit** (no unit beats the block-permuted chance level)"
 
 
-def concept_lines(folder: Path, concept: str, figures: list[str]) -> list[str]:
+def concept_lines(folder: Path, concept: str, figures: list[str], extra: list[str] = ()) -> list[str]:
     slug = concept.replace(" ", "-")
     units = pd.read_csv(folder / "tables" / f"{slug}-units.csv")
     top = units.iloc[0]
@@ -45,10 +46,52 @@ def concept_lines(folder: Path, concept: str, figures: list[str]) -> list[str]:
                      f"{best['probe']:.3f} (majority {best['majority']:.3f}, best unit {best['best_unit']:.3f}, "
                      f"untrained model {best['untrained']:.3f}, control task {best['control']:.3f}, "
                      f"selectivity {best['selectivity']:.3f})")
+    lines += list(extra)
     heat = [f for f in figures if f.startswith(f"{slug}-heatmap-1")]
     if heat:
         lines += ["", f"![{concept}: {top['unit']}]({folder.name}/figures/{heat[0]}.png)"]
     return lines + [""]
+
+
+def counter_lookalike(recording_path: Path, newline: int = 10) -> list[str]:
+    """Lines on the cell unit that best tracks position *within* lines, and whether it is really a clock.
+
+    A unit whose cell state changes by a constant per character correlates with the column inside every
+    line (r near 1 after each line's mean is taken out) whether or not it resets at newlines; its
+    correlation with the position in the whole text tells a line counter from a clock that never resets.
+    """
+    from probe.recording import Recording
+    rec = Recording.open(recording_path)
+    ids = np.frombuffer(rec.text.encode("utf-8"), np.uint8) if rec.by_bytes else np.array(
+        [ord(ch) for ch in rec.text], np.int64)
+    if len(ids) != rec.n_rows:
+        return []
+    idx = np.arange(len(ids), dtype=np.float64)
+    line = np.concatenate([[0], np.cumsum(ids[:-1] == newline)])
+    n = np.bincount(line)
+    keep = n[line] > 20  # lines long enough for a slope
+    inv = np.unique(line[keep], return_inverse=True)[1]
+    counts = np.bincount(inv).astype(np.float64)
+    y = idx[keep] - (np.bincount(inv, idx[keep]) / counts)[inv]  # position within the line, line mean removed
+    best = (0.0, "", 0.0)
+    for layer in range(rec.num_layers):
+        c = np.asarray(rec.array(f"L{layer}.c"), dtype=np.float64)
+        ck = c[keep]
+        sums = np.zeros((len(counts), c.shape[1]))
+        np.add.at(sums, inv, ck)
+        x = ck - (sums / counts[:, None])[inv]
+        r = (x * y[:, None]).sum(0) / np.sqrt((x ** 2).sum(0) * (y ** 2).sum() + 1e-30)
+        j = int(np.nanargmax(np.abs(r)))
+        if abs(r[j]) > abs(best[0]):
+            glob = float(np.corrcoef(c[:, j], idx)[0, 1])
+            best = (float(r[j]), f"L{layer}.c.{j}", glob)
+    r_in, unit, r_glob = best
+    if not unit:
+        return []
+    kind = ("a clock, not a line counter: it does not reset at newlines" if abs(r_glob) > 0.95
+            else "a line counter")
+    return [f"- look-alike check: inside lines (each line's mean removed) `{unit}` follows the column with "
+            f"r = {r_in:+.3f}; with the position in the whole text r = {r_glob:+.3f}, so it is {kind}."]
 
 
 def main(root: str) -> int:
@@ -65,7 +108,9 @@ def main(root: str) -> int:
         rep = json.loads((folder / "report.json").read_text())
         out += [f"## {folder.name}", "", f"Report: [{folder.name}/index.html]({folder.name}/index.html)", ""]
         for concept in rep["concepts"]:
-            out += concept_lines(folder, concept, rep["figures"])
+            recording = Path(rep.get("recording", ""))
+            extra = counter_lookalike(recording) if concept == "column" and recording.is_dir() else []
+            out += concept_lines(folder, concept, rep["figures"], extra)
         sat = [f for f in rep["figures"] if "saturation" in f]
         emb = [f for f in rep["figures"] if "embedding" in f]
         for name, figs in (("Gate saturation", sat), ("Embedding of hidden states", emb)):
