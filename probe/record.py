@@ -561,7 +561,7 @@ def record(source: Checkpoint | str | Path, text=None, out: str | Path = "record
     layers run over the next chunk (same numbers). None means off.
     """
     t_start = time.perf_counter()
-    retain_freed_memory()  # chunk buffers are reused instead of page-faulted anew (probe/heap.py)
+    retain_freed_memory("small")  # chunk buffers are reused instead of page-faulted anew (probe/heap.py)
     if dtype not in ("compact", "float32"):
         raise ProbeError(f"--dtype must be compact or float32, not {dtype!r}")
     for name, value, low in (("--topk", topk, 0), ("--streams", streams, 1), ("--warmup", warmup, 0),
