@@ -29,6 +29,7 @@ import sys
 _M_TRIM_THRESHOLD = -1  # mallopt parameter numbers from glibc's malloc.h
 _M_MMAP_THRESHOLD = -3
 _M_MMAP_MAX = -4
+_M_ARENA_MAX = -8
 _LARGEST_MMAP_THRESHOLD = 32 * 1024 * 1024  # glibc refuses more on 64-bit
 _STRENGTH = {"none": 0, "small": 1, "all": 2}
 _applied = "none"
@@ -74,3 +75,22 @@ def retain_freed_memory(blocks: str = "all") -> bool:
 def heap_retained() -> str:
     """Which retain_freed_memory() setting is in force in this process: "none", "small" or "all"."""
     return _applied
+
+
+def one_arena() -> bool:
+    """Let every thread allocate from the main heap (M_ARENA_MAX 1).
+
+    A recording frees in its writer thread what the main thread allocated; with per-thread
+    arenas glibc's heaps grew with the text's length (663 MB at 10% of a 10M-character
+    recording, 1,144 MB at 90%), with one arena they stay flat. Returns True when set.
+    """
+    mallopt = _mallopt()
+    return bool(mallopt and mallopt(_M_ARENA_MAX, 1))
+
+
+def give_back_freed_memory() -> bool:
+    """Return the heap's free pages to the kernel now (glibc malloc_trim); True if any were."""
+    if _mallopt() is None:
+        return False
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    return bool(libc.malloc_trim(0))

@@ -43,7 +43,7 @@ from probe import checkpoint as ckpt_mod
 from probe import corpus
 from probe.kernels import lstm_cell_states, topk_rows
 from probe.background_writes import BackgroundWrites
-from probe.heap import retain_freed_memory
+from probe.heap import give_back_freed_memory, one_arena, retain_freed_memory
 from probe.checkpoint import Checkpoint
 from probe.errors import ProbeError
 from probe.model import GATES, CharRNN, ModelConfig
@@ -561,7 +561,12 @@ def record(source: Checkpoint | str | Path, text=None, out: str | Path = "record
     layers run over the next chunk (same numbers). None means off.
     """
     t_start = time.perf_counter()
-    retain_freed_memory("small")  # chunk buffers are reused instead of page-faulted anew (probe/heap.py)
+    heap_mode = os.environ.get("PROBE_RECORD_HEAP", "small")  # experiment switch, see probe/heap.py
+    if heap_mode in ("small", "all"):
+        retain_freed_memory(heap_mode)  # chunk buffers are reused instead of page-faulted anew (probe/heap.py)
+    if os.environ.get("PROBE_RECORD_ARENA", "1") == "1":
+        one_arena()
+    trim_every = int(os.environ.get("PROBE_RECORD_TRIM", "0"))
     if dtype not in ("compact", "float32"):
         raise ProbeError(f"--dtype must be compact or float32, not {dtype!r}")
     for name, value, low in (("--topk", topk, 0), ("--streams", streams, 1), ("--warmup", warmup, 0),
@@ -605,10 +610,18 @@ def record(source: Checkpoint | str | Path, text=None, out: str | Path = "record
             bar = tqdm(total=n, unit="sym", unit_scale=True, file=sys.stderr, desc="record")
         t_loop = time.perf_counter()
         writes = BackgroundWrites(lambda nm, r, b: rows[nm].put(r, b))  # disk I/O beside the compute
+        chunks_done = [0]
+
+        def on_rows(k: int) -> None:
+            if bar:
+                bar.update(k)
+            chunks_done[0] += 1
+            if trim_every and chunks_done[0] % trim_every == 0:
+                give_back_freed_memory()
         try:
             final = run_streams(engine, tt.ids, writes, {k: dt for k, (_, dt) in specs.items()},
                         streams=streams, warmup=warmup, chunk_size=chunk_size, next_id=tt.next_id,
-                        on_rows=bar.update if bar else None, overlap=overlap)
+                        on_rows=on_rows, overlap=overlap)
         except BaseException:
             writes.close(drain=False)
             raise
