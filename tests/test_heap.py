@@ -59,3 +59,25 @@ def test_train_applies_it_and_probe_heap_system_opts_out():
     opted_out = run("train", PROBE_HEAP="system")
     assert opted_out["retained"] == "none" and int(opted_out["faults"]) > 50_000
     assert run("all", PROBE_HEAP="system")["applied"] == "False"
+
+
+GIVE_BACK = textwrap.dedent("""
+    import numpy as np
+    from probe.heap import give_back_freed_memory, retain_freed_memory
+    def rss_mb():
+        return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
+    print("retained", retain_freed_memory("small"))
+    blocks = [np.ones(2_000_000) for _ in range(20)]  # 20 x 16 MB, under the 32 MB threshold: heap blocks
+    del blocks
+    print("kept", rss_mb())
+    print("gave", give_back_freed_memory())
+    print("after", rss_mb())
+""")
+
+
+def test_give_back_returns_the_retained_pages():
+    out = subprocess.run([sys.executable, "-c", GIVE_BACK], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    got = dict(line.split(" ", 1) for line in out.stdout.splitlines())
+    assert got["retained"] == "True" and got["gave"] == "True"
+    assert float(got["kept"]) - float(got["after"]) > 250  # most of the 320 MB freed goes back
