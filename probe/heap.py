@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import sys
 
@@ -36,15 +37,26 @@ _STRENGTH = {"none": 0, "small": 1, "all": 2}
 _applied = "none"
 
 
-def _mallopt():
-    if os.environ.get("PROBE_HEAP", "").lower() == "system" or not sys.platform.startswith("linux"):
+@functools.lru_cache(maxsize=1)
+def _glibc():
+    """The C library when it is glibc on Linux (it has mallopt and malloc_trim), else None."""
+    if not sys.platform.startswith("linux"):
         return None
     try:
-        fn = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt.argtypes, libc.mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+        libc.malloc_trim.argtypes, libc.malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
     except (OSError, AttributeError):  # musl and other C libraries have no mallopt
         return None
-    fn.argtypes, fn.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return fn
+    return libc
+
+
+def _mallopt():
+    """glibc's mallopt, or None where it does not apply (not glibc, or PROBE_HEAP=system)."""
+    libc = _glibc()
+    if libc is None or os.environ.get("PROBE_HEAP", "").lower() == "system":
+        return None
+    return libc.mallopt
 
 
 def retain_freed_memory(blocks: str = "all") -> bool:
@@ -93,5 +105,4 @@ def give_back_freed_memory() -> bool:
     """Return the heap's free pages to the kernel now (glibc malloc_trim); True if any were."""
     if _mallopt() is None:
         return False
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    return bool(libc.malloc_trim(0))
+    return bool(_glibc().malloc_trim(0))
