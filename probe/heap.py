@@ -4,8 +4,8 @@ glibc's malloc serves every allocation above its mmap threshold (at most 32 MB) 
 `mmap` and returns it to the kernel on `free`. A training step of a 2x512 LSTM at batch 64 x 100
 allocates and frees ~230 MB of such buffers (the fused kernel's workspace, activations and
 their gradients), so every step touches those pages anew: ~58,000 minor page faults a step,
-each zeroing a 4 KB page. Measured on this project's 2-core machine, that costs ~25% of a
-step. With mmap off for malloc and the heap never trimmed, the buffers of one step are reused by
+each zeroing a 4 KB page. Measured on this project's 2-core machine, that costs ~30% of a
+step (benchmarks/bench_train.py: a bare loop runs 1.44x faster without it). With mmap off for malloc and the heap never trimmed, the buffers of one step are reused by
 the next; the price is that the process keeps its peak heap size until it exits, and that size is
 larger: for the first few steps glibc splits small blocks off the freed large ones, so the heap
 grows by a few large buffers before every request fits again (a 2x512 training process: ~1.1 GB

@@ -568,7 +568,6 @@ def record(source: Checkpoint | str | Path, text=None, out: str | Path = "record
     # allocates from one arena, and freed pages go back to the kernel every 8 chunks: peak memory stays flat
     retain_freed_memory("small")
     one_arena()
-    trim_every = _TRIM_EVERY_CHUNKS
     if dtype not in ("compact", "float32"):
         raise ProbeError(f"--dtype must be compact or float32, not {dtype!r}")
     for name, value, low in (("--topk", topk, 0), ("--streams", streams, 1), ("--warmup", warmup, 0),
@@ -618,7 +617,7 @@ def record(source: Checkpoint | str | Path, text=None, out: str | Path = "record
             if bar:
                 bar.update(k)
             chunks_done[0] += 1
-            if trim_every and chunks_done[0] % trim_every == 0:
+            if chunks_done[0] % _TRIM_EVERY_CHUNKS == 0:
                 give_back_freed_memory()
         try:
             final = run_streams(engine, tt.ids, writes, {k: dt for k, (_, dt) in specs.items()},
