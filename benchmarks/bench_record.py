@@ -34,6 +34,7 @@ import torch  # noqa: E402
 
 from probe import checkpoint  # noqa: E402
 from probe.corpus import BUNDLED, read_bytes  # noqa: E402
+from probe.record import CHUNK_ROWS  # noqa: E402
 from probe.model import CharRNN, ModelConfig  # noqa: E402
 from probe.vocab import Vocab  # noqa: E402
 
@@ -150,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--size", type=int, default=512)
     p.add_argument("--chars", type=int, default=100_000, help="characters for the speed comparison")
     p.add_argument("--streams", default="1,16", help="comma-separated stream counts to compare")
-    p.add_argument("--chunk-size", type=int, default=8192)
+    p.add_argument("--chunk-size", type=int, default=CHUNK_ROWS)
     p.add_argument("--memory-chars", type=int, default=5_000_000)
     p.add_argument("--memory-layers", type=int, default=2,
                    help="layers of the memory-run model (smaller than 3x512: its recording must fit the disk)")

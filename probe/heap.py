@@ -11,13 +11,14 @@ larger: for the first few steps glibc splits small blocks off the freed large on
 grows by a few large buffers before every request fits again (a 2x512 training process: ~1.1 GB
 peak instead of ~0.8 GB; then no growth).
 
-The recorder allocates in one thread and frees in another (its writer), and with every block kept
-its peak grew with the text's length. It asks for the milder `blocks="small"` (blocks up to 32 MB,
-glibc's largest mmap threshold, are reused; larger ones still come from mmap), one arena for all
-threads, and gives free pages back every 8 chunks: on 10M characters its peak was 660 MB, against
-1,187 MB with glibc's defaults and 1,284 MB with every block kept.
+The recorder allocates in one thread and frees in another (its writer); with per-thread arenas its
+peak grew with the text's length (1,187 MB on 10M characters with glibc's defaults). It asks for every
+block kept too, plus one arena for all threads (`one_arena`), and gives free pages back every 32
+chunks: flat peaks (2x32 model: 588 MB on 5M characters, 703 MB on 10M, mostly torch and the text),
+and a 16-stream recording of a 3x512 model 1.5x faster, since oneDNN's 256 MB workspace per layer
+and chunk is no longer faulted in anew. (`blocks="small"`, blocks up to 32 MB, is the milder setting.)
 
-`retain_freed_memory()` is called by train() (`blocks="all"`) and record() (`blocks="small"`);
+`retain_freed_memory()` is called by train() and record() (`blocks="all"`);
 set PROBE_HEAP=system to leave the C library's defaults alone (every function here then does nothing).
 """
 from __future__ import annotations

@@ -18,8 +18,8 @@ Row r is the state after reading symbol r; its top-k and loss predict symbol r +
 
 With `streams > 1` the text is cut into that many contiguous segments run side by side
 (faster), each warmed up on the `warmup` symbols before it. That is NOT exact: the
-deviation from one pass is measured on a sample and stored in meta.json (see
-`measure_deviation`).
+deviation from one pass is measured on the second stream's first rows as recorded (against one
+exact pass over them) and stored in meta.json (see `measure_deviation`).
 """
 from __future__ import annotations
 
@@ -55,6 +55,7 @@ from probe.vocab import Vocab, decode_utf8
 
 LN2 = math.log(2.0)
 DEVIATION_ROWS = 2_000  # rows compared after the stream boundary
+CHUNK_ROWS = 4096  # rows a chunk (all streams together); 3x512: peak 1.0 GB, 1.6 GB at 8192, same speed
 
 Emit = Callable[[str, "torch.Tensor | np.ndarray"], None]
 
@@ -65,7 +66,7 @@ Emit = Callable[[str, "torch.Tensor | np.ndarray"], None]
 class TextToRecord:
     """The symbols to record and everything meta.json says about them."""
 
-    ids: np.ndarray  # (n,) int64 symbol ids
+    ids: np.ndarray  # (n,) int32 symbol ids
     text: str  # what text.txt holds (byte models: the decoded bytes)
     raw: bytes | None  # byte models: the recorded bytes
     next_id: int | None  # the symbol after the last one, when the source continues (for the last row's loss)
@@ -96,13 +97,13 @@ def _select(vocab: Vocab, full, base: int, start: int, stop: int, source: str, e
     a, b = base + start, base + stop
     if vocab.kind == "byte":
         raw = bytes(full[a:b])
-        ids = np.frombuffer(raw, dtype=np.uint8).astype(np.int64)
+        ids = np.frombuffer(raw, dtype=np.uint8).astype(np.int32)
         text = decode_bytes(raw)
         recorded = raw
     else:
         raw = None
         text = full[a:b]
-        ids = vocab.encode(text)
+        ids = vocab.encode(text).astype(np.int32)
         recorded = text.encode("utf-8")
     next_id = None
     if b < len(full):
@@ -375,7 +376,7 @@ def _post_chunk(engine: _Engine, seqs: list, kept: list, state: list, c_carry: l
 
 
 def run_streams(engine: _Engine, ids: np.ndarray, put: Callable[[str, int, np.ndarray], None],
-                dtypes: dict[str, np.dtype], *, streams: int = 1, warmup: int = 300, chunk_size: int = 8192,
+                dtypes: dict[str, np.dtype], *, streams: int = 1, warmup: int = 300, chunk_size: int = CHUNK_ROWS,
                 next_id: int | None = None, state: list | None = None,
                 on_rows: Callable[[int], None] | None = None, overlap: bool = False) -> list:
     """Record `ids` in `streams` contiguous segments (each warmed up on the `warmup` symbols before it),
@@ -389,20 +390,25 @@ def run_streams(engine: _Engine, ids: np.ndarray, put: Callable[[str, int, np.nd
     L = -(-n // streams)
     streams = -(-n // L)
     device = next(engine.model.parameters()).device
-    ids_t = torch.as_tensor(np.asarray(ids, dtype=np.int64))
-    # ext[r] is symbol r, ext[n] the symbol after the text (-1: unknown), then padding (-1) up to streams * L;
-    # row r = s * L + t reads ext[r] and predicts ext[r + 1]. Targets come per chunk: no second copy of the text.
-    pad = streams * L - n
-    ext = torch.cat([ids_t, torch.tensor([-1 if next_id is None else int(next_id)]),
-                     torch.full((pad,), -1, dtype=torch.long)])
-    del ids_t
+    ids = np.asarray(ids)
+    after = -1 if next_id is None else int(next_id)
+
+    def symbols(rows: torch.Tensor) -> torch.Tensor:
+        """Symbol ids at text rows `rows` (any shape): ids[r] inside the text, the symbol after the text
+        (-1: unknown) at row n, -1 (padding) beyond. Gathered per chunk: no copy of the whole text."""
+        r = rows.numpy()
+        got = np.take(ids, np.minimum(r, n - 1)).astype(np.int64)
+        got[r >= n] = -1
+        got[r == n] = after
+        return torch.from_numpy(got)
+
     row0 = (torch.arange(streams) * L).unsqueeze(1)
 
     first = state if state is not None else engine.zero_state(1)
     w = min(int(warmup), L)
     if streams > 1:
         if w > 0:
-            warm_x = ext[row0[1:] + torch.arange(-w, 0).unsqueeze(0)].to(device)
+            warm_x = symbols(row0[1:] + torch.arange(-w, 0).unsqueeze(0)).to(device)
             warmed = engine.advance(warm_x, engine.zero_state(streams - 1))
         else:
             warmed = engine.zero_state(streams - 1)
@@ -419,7 +425,7 @@ def run_streams(engine: _Engine, ids: np.ndarray, put: Callable[[str, int, np.nd
         for t0 in range(0, L, T):
             Tc = min(T, L - t0)
             rows = row0 + torch.arange(t0, t0 + Tc).unsqueeze(0)
-            x, tg = ext[rows].clamp(min=0).to(device), ext[rows + 1].to(device)
+            x, tg = symbols(rows).clamp(min=0).to(device), symbols(rows + 1).to(device)
             seqs, new_state, kept = engine.forward(x, state)
             job = partial(_post_chunk, engine, seqs, kept, state, c_carry, tg, put, dtypes, n, L, t0, Tc, on_rows)
             if pool is None:
@@ -439,48 +445,57 @@ def run_streams(engine: _Engine, ids: np.ndarray, put: Callable[[str, int, np.nd
 
 # --------------------------------------------------------------------------- deviation of parallel streams
 
-def measure_deviation(engine: _Engine, ids: np.ndarray, boundary: int, warmup: int, exact_state: list,
-                      rows: int = DEVIATION_ROWS, chunk_size: int = 8192) -> dict:
-    """How far rows after a stream boundary differ from one exact pass.
+class StreamRowsTee:
+    """Keeps a copy of the rows [start, start + rows) of some arrays as they are recorded (`put` passes
+    every block on to `then`): the second stream's first rows, for `measure_deviation`."""
 
-    Exact: ids[boundary:boundary+rows] recorded from `exact_state`, the state after one pass over
-    ids[:boundary] (the recorder passes the final state of its first stream, which started at row 0
-    and so is exact). Streamed: the state comes from a warm-up
-    on ids[boundary-warmup:boundary] only, as `--streams` does. Reported: mean and max |difference| over
-    those rows, all layers and units, of h and of tanh(c) (LSTM); these rows follow the boundary, where
-    the warm-up error is largest.
+    def __init__(self, then: Callable[[str, int, np.ndarray], None], dtypes: dict[str, np.dtype],
+                 start: int, rows: int):
+        self.then, self.start, self.rows = then, int(start), int(rows)
+        self.kept = {name: np.zeros((self.rows,) + shape, dt) for name, (shape, dt) in dtypes.items()}
+
+    def __call__(self, name: str, row: int, block: np.ndarray) -> None:
+        if name in self.kept and self.rows:
+            a, b = max(row, self.start), min(row + len(block), self.start + self.rows)
+            if a < b:
+                self.kept[name][a - self.start:b - self.start] = block[a - row:b - row]
+        self.then(name, row, block)
+
+
+def deviation_names(cfg: ModelConfig) -> list[str]:
+    """The arrays a deviation is measured on: every layer's h, and c for LSTMs."""
+    kinds = ("h", "c") if cfg.model == "lstm" else ("h",)
+    return [f"L{l}.{k}" for l in range(cfg.num_layers) for k in kinds]
+
+
+def measure_deviation(engine: _Engine, ids: np.ndarray, boundary: int, warmup: int, exact_state: list,
+                      streamed: dict[str, np.ndarray], chunk_size: int = CHUNK_ROWS) -> dict:
+    """How far the recorded rows after a stream boundary differ from one exact pass.
+
+    streamed: the rows boundary, boundary + 1, ... of the arrays `deviation_names` as the recording
+    stored them (the second stream, warmed up on ids[boundary-warmup:boundary] only; see `StreamRowsTee`).
+    Exact: the same rows recorded from `exact_state`, the state after one pass over ids[:boundary]
+    (the recorder passes the final state of its first stream, which started at row 0 and so is exact),
+    then stored in the same dtypes. Reported: mean and max |difference| over those rows, all layers
+    and units, of h and of tanh(c) (LSTM); these rows follow the boundary, where the warm-up error is largest.
     """
-    rows = min(rows, len(ids) - boundary)
+    rows = len(next(iter(streamed.values())))
     seg = ids[boundary:boundary + rows]
     plain = _Engine(engine.model, gates=False, topk=0, predictions=False)
-    device = next(engine.model.parameters()).device
+    exact = {nm: np.empty((rows, engine.H), np.float32) for nm in streamed}
 
-    def states_over(prefix: np.ndarray) -> list:
-        st = plain.zero_state(1)
-        for s in range(0, len(prefix), chunk_size):
-            st = plain.advance(torch.as_tensor(prefix[s:s + chunk_size], device=device).view(1, -1), st)
-        return st
-
-    def collect(state: list) -> dict[str, np.ndarray]:
-        cfg = engine.model.cfg
-        names = {f"L{l}.{k}" for l in range(cfg.num_layers) for k in (("h", "c") if cfg.model == "lstm" else ("h",))}
-        out = {nm: np.empty((rows, cfg.rnn_size), np.float32) for nm in names}
-
-        def put(name, r, block):
-            out[name][r:r + len(block)] = block
-        run_streams(plain, seg, put, {nm: np.dtype(np.float32) for nm in names}, chunk_size=chunk_size,
-                    state=state)
-        return out
-
-    exact = collect(exact_state)
-    streamed = collect(states_over(ids[max(0, boundary - warmup):boundary]))
-    result = {"method": (f"rows {boundary}:{boundary + rows} recorded after one exact pass over the text before "
-                         f"them vs after only a {warmup}-symbol warm-up (as a stream starting at row {boundary}); "
-                         "|difference| over all layers and units"),
+    def put(name, r, block):
+        exact[name][r:r + len(block)] = block
+    run_streams(plain, seg, put, {nm: np.dtype(np.float32) for nm in streamed}, chunk_size=chunk_size,
+                state=exact_state)
+    result = {"method": (f"rows {boundary}:{boundary + rows} as recorded (a stream starting at row {boundary} "
+                         f"after a {warmup}-symbol warm-up) vs the same rows after one exact pass over the "
+                         "text before them, stored alike; |difference| over all layers and units"),
               "boundary_row": int(boundary), "rows": int(rows), "warmup": int(warmup)}
     diffs = {}
-    for name in sorted(exact):
-        a, b = exact[name], streamed[name]
+    for name in sorted(streamed):
+        b = streamed[name].astype(np.float32)
+        a = exact[name].astype(streamed[name].dtype).astype(np.float32)  # rounded as the recording rounds
         if name.endswith(".c"):
             a, b = np.tanh(a), np.tanh(b)
         kind = "tanh_c" if name.endswith(".c") else "h"
@@ -508,7 +523,7 @@ def untrained_like(checkpoint: Checkpoint | str | Path, seed: int = 0) -> Checkp
 
 
 def record_arrays(model: CharRNN, vocab: Vocab, text: str | bytes, *, gates: bool = True,
-                  topk: int = 5, chunk_size: int = 8192) -> dict[str, np.ndarray]:
+                  topk: int = 5, chunk_size: int = CHUNK_ROWS) -> dict[str, np.ndarray]:
     """Record a short text in memory (float32 states): the same array names as a recording.
 
     Also `ids` (int64) and, for byte vocabularies, `char_of_row`. One exact stream.
@@ -543,12 +558,12 @@ def _recorded_with(out: Path) -> dict | None:
         return None
 
 
-_TRIM_EVERY_CHUNKS = 8  # measured on 10M characters: 660 MB peak (1,187 MB with glibc's defaults)
+_TRIM_EVERY_CHUNKS = 32  # free heap pages go back to the kernel this often (each time, the next chunk re-faults them)
 
 
 def record(source: Checkpoint | str | Path, text=None, out: str | Path = "recording", *, part: str = "val",
            char_range: tuple[int | None, int | None] | None = None, max_chars: int | None = None,
-           gates: bool = True, topk: int = 5, dtype: str = "compact", chunk_size: int = 8192, streams: int = 1,
+           gates: bool = True, topk: int = 5, dtype: str = "compact", chunk_size: int = CHUNK_ROWS, streams: int = 1,
            warmup: int = 300, overwrite: bool = False, untrained: bool = False, progress: bool = False,
            text_source: str | None = None, overlap: bool | None = None, reuse: bool = False) -> Recording:
     """Record every state of a model over a text into the folder `out`; returns the opened Recording.
@@ -564,9 +579,10 @@ def record(source: Checkpoint | str | Path, text=None, out: str | Path = "record
     layers run over the next chunk (same numbers). None means off.
     """
     t_start = time.perf_counter()
-    # probe/heap.py: chunk buffers up to 32 MB are reused instead of page-faulted anew, every thread
-    # allocates from one arena, and freed pages go back to the kernel every 8 chunks: peak memory stays flat
-    retain_freed_memory("small")
+    # probe/heap.py: freed buffers (oneDNN's 256 MB workspace a layer and chunk included) are reused instead
+    # of page-faulted anew, every thread allocates from one arena, and free pages go back to the kernel every
+    # 32 chunks: 1.5x faster with 16 streams, peak memory flat over the text's length
+    retain_freed_memory("all")
     one_arena()
     if dtype not in ("compact", "float32"):
         raise ProbeError(f"--dtype must be compact or float32, not {dtype!r}")
@@ -619,8 +635,12 @@ def record(source: Checkpoint | str | Path, text=None, out: str | Path = "record
             chunks_done[0] += 1
             if chunks_done[0] % _TRIM_EVERY_CHUNKS == 0:
                 give_back_freed_memory()
+        n_streams = max(1, min(int(streams), n))
+        L = -(-n // n_streams)  # rows a stream (as run_streams lays them out)
+        tee = StreamRowsTee(writes, {nm: specs[nm] for nm in deviation_names(cfg)}, start=L,
+                            rows=min(DEVIATION_ROWS, L, n - L) if n_streams > 1 else 0)
         try:
-            final = run_streams(engine, tt.ids, writes, {k: dt for k, (_, dt) in specs.items()},
+            final = run_streams(engine, tt.ids, tee, {k: dt for k, (_, dt) in specs.items()},
                         streams=streams, warmup=warmup, chunk_size=chunk_size, next_id=tt.next_id,
                         on_rows=on_rows, overlap=overlap)
         except BaseException:
@@ -628,16 +648,14 @@ def record(source: Checkpoint | str | Path, text=None, out: str | Path = "record
             raise
         writes.close()
         loop_seconds = time.perf_counter() - t_loop
-        n_streams = max(1, min(int(streams), n))
         if n_streams > 1:  # at the real boundary between streams 0 and 1: stream 0's final state is exact
-            L = -(-n // n_streams)
             first_stream = [tuple(t[:, :1] for t in st) if isinstance(st, tuple) else st[:, :1] for st in final]
             deviation = dict(measure_deviation(engine, tt.ids, L, min(int(warmup), L), first_stream,
-                                               chunk_size=chunk_size), exact=False)
+                                               tee.kept, chunk_size=chunk_size), exact=False)
         else:
             deviation = {"exact": True, "mean_abs": 0.0, "max_abs": 0.0,
                          "method": "one stream over the whole text, state carried from the first symbol"}
-        writer.save_array("ids", tt.ids.astype(np.int32))
+        writer.save_array("ids", tt.ids.astype(np.int32, copy=False))
         if ck.vocab.kind == "byte":
             writer.save_array("char_of_row", char_of_row_for_bytes(tt.raw))
         writer.write_text(tt.text)

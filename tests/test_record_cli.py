@@ -26,6 +26,12 @@ def test_help_says_streams_are_not_exact():
     assert "--streams" in text and "NOT exact" in text and "meta.json" in text
 
 
+def test_cli_chunk_size_default_is_the_recorders():
+    from probe.record import CHUNK_ROWS
+    sub = build_parser()._subparsers._group_actions[0].choices["record"]
+    assert sub.get_default("chunk_size") == CHUNK_ROWS
+
+
 def test_cli_records_a_file_range_and_prints_a_summary(tiny_lstm, small_text_file, tmp_path, capsys):
     out = tmp_path / "rec"
     code = main(["record", str(tiny_lstm), str(small_text_file), "--out", str(out), "--range", "100:700",
