@@ -425,6 +425,7 @@ def _train(cfg: TrainConfig, resume: str | None, stop_at: int | None, progress: 
 
     budget = parse_duration(cfg.max_time)
     t_start = time.time()
+    time_before = metrics[-1]["time"] if metrics and resumed else 0.0  # wall time of the earlier sessions
     bar = _Progress(total, step, progress and rank == 0)
     ema, snap, window_loss, window_n, window_t = None, None, 0.0, 0, time.time()
     chars_per_step = cfg.batch_size * cfg.seq_length * world
@@ -490,7 +491,7 @@ def _train(cfg: TrainConfig, resume: str | None, stop_at: int | None, progress: 
                 rec = {"step": step, "epoch": round(step / len(batches), 4),
                        "train_loss": window_loss / max(window_n, 1), "val_loss": last_val,
                        "val_bpc": last_val / LN2, "lr": lr, "chars_per_s": window_n * chars_per_step / max(elapsed, 1e-9),
-                       "time": time.time() - t_start + (metrics[-1]["time"] if metrics and resumed else 0)}
+                       "time": time.time() - t_start + time_before}
                 metrics.append(rec)
                 window_loss, window_n, window_t = 0.0, 0, time.time()
                 if rank == 0:

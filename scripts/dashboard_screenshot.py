@@ -1,7 +1,7 @@
 """Regenerate the README's picture of the dashboard (analyses/dashboard-wiki.png).
 
 Starts `probe dashboard` on the shipped wiki model's validation recording, drives the page in headless
-Chromium (selenium): ranks units for URLs with the find-neurons search, picks the URL cell L2.c.211,
+Chromium (selenium): ranks units for URLs with the find-neurons search, picks the URL cell L1.c.382,
 goes to a window of external links full of URLs, turns on the top-k rows, and saves a screenshot.
 
     .venv/bin/python scripts/dashboard_screenshot.py [--out analyses/dashboard-wiki.png]
@@ -24,7 +24,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 RECORDING = "recordings/wiki-val"
 CHECKPOINT = "trained_models/wiki"
-UNIT = "L2.c.211"  # the URL cell (analyses/wiki)
+UNIT = "L1.c.382"  # a URL cell (analyses/wiki)
 URL_REGEX = r"https?://\S+"
 ROW = 5983  # "; General information" in the first article's external links (a list of URLs); the window
 # starts 500 rows before it, and the text view is scrolled to put this row at its top

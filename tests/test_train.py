@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 import os
 import socket
 import subprocess
@@ -91,6 +92,18 @@ def test_resume_after_an_interruption_ends_with_identical_weights(tmp_path, smal
     a, b = weights(full), weights(part)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert json.loads((part / "latest" / "checkpoint.json").read_text())["step"] == 24
+
+
+def test_resumed_wall_time_adds_the_earlier_sessions_once(tmp_path, small_text_file):
+    part = tmp_path / "part"
+    train(tiny_config(small_text_file, part, max_iters=16, eval_every=2), stop_at=6, progress=False)
+    before = json.loads((part / "latest" / "checkpoint.json").read_text())["metrics"][-1]["time"]
+    t0 = time.time()
+    train(TrainConfig(), resume=str(part), progress=False)
+    took = time.time() - t0
+    times = [m["time"] for m in json.loads((part / "latest" / "checkpoint.json").read_text())["metrics"]]
+    assert before > 0 and times == sorted(times)
+    assert times[-1] <= before + took + 0.01  # five evaluations after the resume, not five times the elapsed time
 
 
 def test_resume_after_a_hard_kill_ends_with_identical_weights(tmp_path, small_text_file):
