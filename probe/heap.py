@@ -14,7 +14,7 @@ peak instead of ~0.8 GB; then no growth).
 The recorder allocates in one thread and frees in another (its writer); with per-thread arenas its
 peak grew with the text's length (1,187 MB on 10M characters with glibc's defaults). It asks for every
 block kept too, plus one arena for all threads (`one_arena`), and gives free pages back every 32
-chunks: flat peaks (2x32 model: 588 MB on 5M characters, 703 MB on 10M, mostly torch and the text),
+chunks: flat peaks (2x32 model: 538 MB on 5M characters, 658 MB on 10M, mostly torch and the text),
 and a 16-stream recording of a 3x512 model 1.5x faster, since oneDNN's 256 MB workspace per layer
 and chunk is no longer faulted in anew. (`blocks="small"`, blocks up to 32 MB, is the milder setting.)
 

@@ -375,6 +375,11 @@ def _post_chunk(engine: _Engine, seqs: list, kept: list, state: list, c_carry: l
         on_rows(sum(max(0, min(Tc, n - (s * L + t0))) for s in range(streams)))
 
 
+def stream_length(n: int, streams: int) -> int:
+    """Rows of each stream when n rows are cut into `streams` contiguous segments (the last may be shorter)."""
+    return -(-n // max(1, min(int(streams), n)))
+
+
 def run_streams(engine: _Engine, ids: np.ndarray, put: Callable[[str, int, np.ndarray], None],
                 dtypes: dict[str, np.dtype], *, streams: int = 1, warmup: int = 300, chunk_size: int = CHUNK_ROWS,
                 next_id: int | None = None, state: list | None = None,
@@ -386,8 +391,7 @@ def run_streams(engine: _Engine, ids: np.ndarray, put: Callable[[str, int, np.nd
     chunk (gates, c, top-k, writes) in a worker thread while the next chunk's fused passes run.
     """
     n = len(ids)
-    streams = max(1, min(int(streams), n))
-    L = -(-n // streams)
+    L = stream_length(n, streams)
     streams = -(-n // L)
     device = next(engine.model.parameters()).device
     ids = np.asarray(ids)
@@ -449,10 +453,11 @@ class StreamRowsTee:
     """Keeps a copy of the rows [start, start + rows) of some arrays as they are recorded (`put` passes
     every block on to `then`): the second stream's first rows, for `measure_deviation`."""
 
-    def __init__(self, then: Callable[[str, int, np.ndarray], None], dtypes: dict[str, np.dtype],
+    def __init__(self, then: Callable[[str, int, np.ndarray], None], specs: dict[str, tuple[tuple, np.dtype]],
                  start: int, rows: int):
+        """specs: name -> (shape after the row axis, dtype) of each array to keep (see `array_specs`)."""
         self.then, self.start, self.rows = then, int(start), int(rows)
-        self.kept = {name: np.zeros((self.rows,) + shape, dt) for name, (shape, dt) in dtypes.items()}
+        self.kept = {name: np.zeros((self.rows,) + shape, dt) for name, (shape, dt) in specs.items()}
 
     def __call__(self, name: str, row: int, block: np.ndarray) -> None:
         if name in self.kept and self.rows:
@@ -636,7 +641,7 @@ def record(source: Checkpoint | str | Path, text=None, out: str | Path = "record
             if chunks_done[0] % _TRIM_EVERY_CHUNKS == 0:
                 give_back_freed_memory()
         n_streams = max(1, min(int(streams), n))
-        L = -(-n // n_streams)  # rows a stream (as run_streams lays them out)
+        L = stream_length(n, streams)  # rows a stream, as run_streams lays them out
         tee = StreamRowsTee(writes, {nm: specs[nm] for nm in deviation_names(cfg)}, start=L,
                             rows=min(DEVIATION_ROWS, L, n - L) if n_streams > 1 else 0)
         try:
