@@ -13,7 +13,7 @@ compressed size of the test text alone; "xz -9, given train" is
 xz(train + test) - xz(train), the cost of the test text to a compressor that
 has read the training text (closer to what a trained model does). The n-gram
 model is interpolated Kneser-Ney fitted on the training split. Models are
-measured with `probe.evaluate.evaluate_split` (exact, one stream).
+measured with `probe.train.evaluate.evaluate_split` (exact, one stream).
 """
 from __future__ import annotations
 
@@ -28,13 +28,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from probe import checkpoint as ckpt
-from probe import corpus
+from probe.model import checkpoint as ckpt
+from probe.data import corpus
 from probe.errors import ProbeError
-from probe.evaluate import count_utf8_chars, evaluate_split
-from probe.ngram import KneserNey
-from probe.train import TrainConfig, load_data
-from probe.vocab import Vocab, decode_utf8
+from probe.train.evaluate import count_utf8_chars, evaluate_split
+from probe.model.ngram import KneserNey
+from probe.train.loop import TrainConfig, load_data
+from probe.data.vocab import Vocab, decode_utf8
 
 XZ_9 = 9
 QUICK_TRAIN, QUICK_TEST = 300_000, 30_000

@@ -23,10 +23,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from probe import concepts  # noqa: E402
-from probe.neurons import find_neurons  # noqa: E402
-from probe.recording import Recording, RecordingWriter  # noqa: E402
-from probe.vocab import Vocab  # noqa: E402
+from probe.analysis import concepts  # noqa: E402
+from probe.analysis.neurons import find_neurons  # noqa: E402
+from probe.record.recording import Recording, RecordingWriter  # noqa: E402
+from probe.data.vocab import Vocab  # noqa: E402
 
 
 def make_text(n: int, seed: int = 0) -> str:

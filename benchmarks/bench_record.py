@@ -32,11 +32,11 @@ os.environ.setdefault("NUMBA_CACHE_DIR", str(Path.home() / ".cache" / "probe" / 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from probe import checkpoint  # noqa: E402
-from probe.corpus import BUNDLED, read_bytes  # noqa: E402
-from probe.record import CHUNK_ROWS  # noqa: E402
-from probe.model import CharRNN, ModelConfig  # noqa: E402
-from probe.vocab import Vocab  # noqa: E402
+from probe.model import checkpoint  # noqa: E402
+from probe.data.corpus import BUNDLED, read_bytes  # noqa: E402
+from probe.record.recorder import CHUNK_ROWS  # noqa: E402
+from probe.model.charrnn import CharRNN, ModelConfig  # noqa: E402
+from probe.data.vocab import Vocab  # noqa: E402
 
 
 def make_checkpoint(folder: Path, layers: int, size: int, model: str = "lstm") -> Path:
@@ -73,7 +73,7 @@ def plain_inference(model: CharRNN, ids: np.ndarray, streams: int, chunk_size: i
 
 def speed(ck_path: Path, n_chars: int, streams_list: list[int], chunk_size: int, tmp: Path,
           overlaps: tuple = (None,)) -> list[dict]:
-    from probe.record import record
+    from probe.record.recorder import record
     ck = checkpoint.load(ck_path)
     data = text_of(n_chars)
     ids = np.frombuffer(data, dtype=np.uint8).astype(np.int64)
@@ -107,7 +107,7 @@ def memory_child(ck_path: str, n_chars: int, out: str, chunk_size: int) -> None:
             peak[0] = max(peak[0], proc.memory_info().rss)
 
     threading.Thread(target=sample, daemon=True).start()
-    from probe.record import record
+    from probe.record.recorder import record
     data = text_of(n_chars)
     base = proc.memory_info().rss
     t = time.perf_counter()

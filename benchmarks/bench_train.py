@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from probe.corpus import BUNDLED, read_bytes  # noqa: E402
-from probe.train import TrainConfig, evaluate, load_data, train  # noqa: E402
+from probe.data.corpus import BUNDLED, read_bytes  # noqa: E402
+from probe.train.loop import TrainConfig, evaluate, load_data, train  # noqa: E402
 
 
 def batches(ids: np.ndarray, B: int, T: int, n: int):
@@ -96,7 +96,7 @@ def per_step_cells(ids, V, H, layers, B, T, iters, warm, device):
 
 
 def probe_trainer(corpus: str, H, layers, B, T, iters, warm, bf16, device_name, out: Path, seed=0):
-    """probe.train.train with evaluation stubbed out; chars/s over the iterations after the warm-up.
+    """probe.train.loop.train with evaluation stubbed out; chars/s over the iterations after the warm-up.
 
     The trainer evaluates every `warm` steps here (evaluate() is a stub that only clocks the call), and
     after each evaluation it saves a checkpoint and a sample. With the default --eval-every 500 those
@@ -106,7 +106,7 @@ def probe_trainer(corpus: str, H, layers, B, T, iters, warm, bf16, device_name, 
     cfg = TrainConfig(data=corpus, out=str(out), rnn_size=H, num_layers=layers, batch_size=B, seq_length=T,
                       max_iters=iters + warm, eval_every=warm, bf16=bf16, device=device_name, dropout=0.0,
                       warmup_iters=10, seed=seed, sample_length=1)
-    import probe.train as PT
+    import probe.train.loop as PT
     real_eval, real_save, real_sample = PT.evaluate, PT.ckpt.save, PT.sample_text
     calls, side = [], []  # evaluate() times; (start, seconds) of every save and sample
 
@@ -149,7 +149,7 @@ def quality(steps: int, H: int, layers: int, device_name: str) -> tuple[float, f
                               eval_every=steps, bf16=bf16, device=device_name, dropout=0.0, seed=0,
                               warmup_iters=50, sample_length=1)
             train(cfg, progress=False)
-            from probe import checkpoint
+            from probe.model import checkpoint
             ck = checkpoint.load(d + "/r", which="latest")
             data = load_data(cfg, vocab=ck.vocab)
             res.append(evaluate(ck.model, data.part("val"), torch.device("cpu"), bf16=False) / math.log(2))
@@ -173,7 +173,7 @@ def shapes(quick: bool) -> tuple[int, int, int, int, int, int]:
 def measure_one(loop: str, bf16: bool, quick: bool, device_name: str) -> float:
     """chars/s of one loop in this process (called in a fresh worker process)."""
     if LOOPS.get(loop, ("", "system"))[1] == "retained":
-        from probe.heap import retain_freed_memory
+        from probe.runtime.heap import retain_freed_memory
         retain_freed_memory()
     device = torch.device("cuda" if device_name in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
     H, layers, B, T, iters, warm = shapes(quick)

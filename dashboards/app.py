@@ -257,7 +257,7 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from probe.commands.dashboard import add_arguments
+    from probe.cli.commands.dashboard import add_arguments
     parser = argparse.ArgumentParser(prog="dashboards/app.py", description=__doc__.splitlines()[0])
     add_arguments(parser)
     args = parser.parse_args(argv)

@@ -9,9 +9,9 @@ from __future__ import annotations
 import torch
 
 from probe.errors import ProbeError
-from probe.model import CharRNN
-from probe.recording import Unit
-from probe.vocab import Vocab
+from probe.model.charrnn import CharRNN
+from probe.record.recording import Unit
+from probe.data.vocab import Vocab
 
 MAX_PRIME = 1000
 MAX_LENGTH = 2000

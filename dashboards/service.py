@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from dashboards import safe_regex
+from probe.analysis import safe_regex
 from dashboards.windows import WINDOW_ROWS, as_int, check_unit, payload, window_payload
 from probe.errors import ProbeError
-from probe.recording import Recording, Unit, array_name
+from probe.record.recording import Recording, Unit, array_name
 
 MAX_LIVE_CHARS = 20_000
 MAX_TABLE_ROWS = 200
@@ -60,7 +60,7 @@ class DashboardService:
     def checkpoint(self):
         with self._lock:
             if self._ck is None:
-                from probe import checkpoint
+                from probe.model import checkpoint
                 p = self.checkpoint_path()
                 if p is None:
                     raise ProbeError("no model: start the dashboard with --checkpoint RUN to use live text")
@@ -98,7 +98,7 @@ class DashboardService:
     # ------------------------------------------------------------------ find neurons
     def concept_names(self) -> list[str]:
         try:
-            from probe import concepts
+            from probe.analysis import concepts
         except ImportError:
             return []
         b = getattr(concepts, "BUILTIN", {})
@@ -112,14 +112,14 @@ class DashboardService:
             if n == 0:
                 raise ProbeError(f"the regular expression {pattern!r} matches nothing in this text")
             note = f" (stopped at the first {n:,} matches)" if cut else ""
-            from probe.concepts import from_function
+            from probe.analysis.concepts import from_function
             values = labels.astype(np.uint8)
             concept = from_function(f"/{pattern}/{flags}", lambda text: values, "binary",
                                     f"inside matches of /{pattern}/{flags}: {n:,} matches{note}")
             return concept, n, cut
         if not isinstance(builtin, str) or not builtin:
             raise ProbeError("type a regular expression or pick a built-in concept")
-        from probe import concepts
+        from probe.analysis import concepts
         if builtin not in self.concept_names():
             raise ProbeError(f"no built-in concept {builtin[:40]!r}")
         return concepts.builtin(builtin), None, False
@@ -128,7 +128,7 @@ class DashboardService:
         """Rows of the find-neurons table (held-out scores) and a one-line summary."""
         kinds = [k for k in (kinds or []) if isinstance(k, str) and k in self.rec.kinds] or None
         concept, n, cut = self.make_concept(builtin, pattern, flags)
-        from probe.neurons import find_neurons
+        from probe.analysis.neurons import find_neurons
         table = find_neurons(self.rec, concept, kinds=kinds).table.head(MAX_TABLE_ROWS)
         rows = []
         for rec in table.to_dict("records"):
@@ -142,7 +142,7 @@ class DashboardService:
 
     # ------------------------------------------------------------------ brush
     def brush(self, data) -> tuple[list[dict], list[dict], str]:
-        from dashboards.hypothesis import brush
+        from probe.analysis.hypothesis import brush
         if not isinstance(data, dict):
             raise ProbeError("malformed selection")
         res = brush(self.rec, data.get("start"), data.get("stop"))
@@ -162,7 +162,7 @@ class DashboardService:
     def card(self, layer, kind, index):
         u = self.unit(layer, kind, index)
         if u.name not in self._cards:
-            from probe.neuron_card import neuron_card
+            from probe.analysis.neuron_card import neuron_card
             ck = self.checkpoint_path()
             _lru_put(self._cards, u.name, neuron_card(self.rec, u.name, n_top=20,
                                                       checkpoint=str(ck) if ck else None), 16)
@@ -178,7 +178,7 @@ class DashboardService:
         ck = self.checkpoint()
         key = hashlib.sha256(text.encode("utf-8")).hexdigest()
         if key not in self._live:
-            from probe.record import record_arrays
+            from probe.record.recorder import record_arrays
             with self._lock:
                 arrays = record_arrays(ck.model, ck.vocab, text, gates=True, topk=5)
             _lru_put(self._live, key, arrays, 4)
@@ -240,7 +240,7 @@ class DashboardService:
     def _build_view(self, name, concept, layer=None, kind=None):
         from probe import figures
         if name in ("training", "samples"):
-            from probe import checkpoint
+            from probe.model import checkpoint
             p = self.checkpoint_path()
             if p is None:
                 raise ProbeError("no checkpoint: start the dashboard with --checkpoint RUN for training views")
@@ -251,13 +251,13 @@ class DashboardService:
                 raise ProbeError(str(e)) from None
         try:
             if name == "saturation":
-                from probe.saturation import gate_saturation
+                from probe.analysis.saturation import gate_saturation
                 return figures.saturation_figure(_table(gate_saturation(self.rec)))
             c = self._view_concept(concept)
             if name == "probes":
-                from probe.probes import fit_probes
+                from probe.analysis.probes import fit_probes
                 return figures.probe_figure(_table(fit_probes(self.rec, c)))
-            from probe.embedding import embed_states
+            from probe.analysis.embedding import embed_states
             df = embed_states(self.rec, layer=layer, kind=kind, method="pca", concept=c, n=3000)
             return figures.embedding_figure(df, concept=c.name, method="pca",
                                             title=f"PCA of L{layer}.{kind}, colored by {c.name}")
@@ -270,7 +270,7 @@ class DashboardService:
         names = self.concept_names()
         if not names:
             raise ProbeError("no built-in concepts available")
-        from probe import concepts
+        from probe.analysis import concepts
         default = "column" if "column" in names else names[0]
         return concepts.builtin(concept if concept in names else default)
 

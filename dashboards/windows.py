@@ -14,7 +14,7 @@ import numpy as np
 
 from probe.errors import ProbeError
 from probe.figures.colors import ACTIVATION_SCALE, PROBABILITY_SCALE
-from probe.recording import Recording, Unit, array_name
+from probe.record.recording import Recording, Unit, array_name
 
 WINDOW_ROWS = 2000
 FLOAT16_MAX = 65504.0

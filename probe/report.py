@@ -30,10 +30,10 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from probe.errors import ProbeError
-from probe.export import figure_html, write_figures
+from probe.figures.export import figure_html, write_figures
 from probe.figures import (embedding_figure, probe_figure, samples_table, saturation_figure, sparse_figure,
                            text_heatmap, training_curve, unit_heatmap)
-from probe.recording import Recording
+from probe.record.recording import Recording
 
 LN2 = math.log(2)
 
@@ -89,7 +89,7 @@ def _optional(module: str):
 
 def model_card(rec: Recording) -> tuple[dict, dict | None]:
     """(summary rows, checkpoint meta or None) from the recording and the checkpoint it names, if it loads."""
-    from probe import checkpoint
+    from probe.model import checkpoint
     mc = rec.meta.get("model_config", {})
     card = {"model": f"{mc.get('model', '?')} {mc.get('num_layers', '?')}x{mc.get('rnn_size', '?')}",
             "vocabulary": f"{rec.vocab.kind} ({rec.vocab.size} symbols)"}
@@ -171,8 +171,8 @@ def _unit_table(search) -> pd.DataFrame:
 
 def concept_section(r: Report, rec: Recording, concept, *, top: int, heat_units: int, passage: int, width: int,
                     seed: int, say: Callable[[str], None]) -> str:
-    neurons = importlib.import_module("probe.neurons")
-    from probe.concepts import row_labels
+    neurons = importlib.import_module("probe.analysis.neurons")
+    from probe.analysis.concepts import row_labels
     slug = r.slug(concept.name)
     parts = [f"<p>{html.escape(concept.description)} ({concept.kind}).</p>"]
     say(f"{concept.name}: ranking units")
@@ -203,10 +203,10 @@ def concept_section(r: Report, rec: Recording, concept, *, top: int, heat_units:
     parts.append(r.figure(f"{slug}-units", unit_heatmap(rec, units, s0, s1, labels=strip,
                                                         concept=concept.name,
                                                         title=f"top {len(units)} units for {concept.name}")))
-    probes = _optional("probe.probes")
+    probes = _optional("probe.analysis.probes")
     if probes is None:
-        if "probe.probes is not available: probe figures left out" not in r.notes:
-            r.notes.append("probe.probes is not available: probe figures left out")
+        if "probe.analysis.probes is not available: probe figures left out" not in r.notes:
+            r.notes.append("probe.analysis.probes is not available: probe figures left out")
     else:
         say(f"{concept.name}: fitting probes")
         rep = probes.fit_probes(rec, concept, seed=seed, untrained="auto")
@@ -271,7 +271,7 @@ def build_report(recording: str | Path | Recording, concepts: list[str], out: st
                  embed_n: int = 3000, images: bool = True, overwrite: bool = False, seed: int = 0,
                  say: Callable[[str], None] | None = None) -> Path:
     """Write the report folder `out` (index.html, figures/*.png|svg, tables/*.csv); returns its path."""
-    from probe import concepts as concepts_mod
+    from probe.analysis import concepts as concepts_mod
     say = say or (lambda msg: print(f"probe report: {msg}", file=sys.stderr, flush=True))
     rec = recording if isinstance(recording, Recording) else Recording.open(recording)
     out = Path(out)
@@ -286,8 +286,8 @@ def build_report(recording: str | Path | Recording, concepts: list[str], out: st
         c = concepts_mod.get(name)
         concepts_mod.row_labels(rec, c)
         chosen.append(c)
-    if _optional("probe.neurons") is None and chosen:
-        raise ProbeError("this probe has no probe.neurons module: a report with concepts cannot be built")
+    if _optional("probe.analysis.neurons") is None and chosen:
+        raise ProbeError("this probe has no probe.analysis.neurons module: a report with concepts cannot be built")
     tmp = _prepare_out(out, overwrite)
     try:
         r = Report(title=f"probe report: {rec.path.name}")
@@ -341,7 +341,7 @@ def _fill(r: Report, rec: Recording, chosen: list, *, top: int, heat_units: int,
                                            width=width, seed=seed, say=say)))
 
     gate_kinds = [k for k in rec.kinds if k not in ("h", "c")]
-    sat = _optional("probe.saturation")
+    sat = _optional("probe.analysis.saturation")
     if gate_kinds and sat is not None:
         say("gate saturation")
         df = sat.gate_saturation(rec)
@@ -350,9 +350,9 @@ def _fill(r: Report, rec: Recording, chosen: list, *, top: int, heat_units: int,
                            "&amp; Fei-Fei (2015).</p>" + r.figure("gate-saturation", saturation_figure(df))))
         r.tables.append(("gate-saturation", df))
     elif gate_kinds:
-        r.notes.append("probe.saturation is not available: gate saturation left out")
+        r.notes.append("probe.analysis.saturation is not available: gate saturation left out")
 
-    emb = _optional("probe.embedding")
+    emb = _optional("probe.analysis.embedding")
     if embedding != "none" and emb is not None:
         layer = rec.num_layers - 1
         concept = chosen[0] if chosen else None
@@ -365,4 +365,4 @@ def _fill(r: Report, rec: Recording, chosen: list, *, top: int, heat_units: int,
         r.sections.append(("embedding", "Embedding", r.figure("embedding", fig)))
         r.tables.append(("embedding", df))
     elif embedding != "none":
-        r.notes.append("probe.embedding is not available: embedding left out")
+        r.notes.append("probe.analysis.embedding is not available: embedding left out")

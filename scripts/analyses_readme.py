@@ -60,7 +60,7 @@ def counter_lookalike(recording_path: Path, newline: int = 10) -> list[str]:
     line (r near 1 after each line's mean is taken out) whether or not it resets at newlines; its
     correlation with the position in the whole text tells a line counter from a clock that never resets.
     """
-    from probe.recording import Recording
+    from probe.record.recording import Recording
     rec = Recording.open(recording_path)
     ids = np.frombuffer(rec.text.encode("utf-8"), np.uint8) if rec.by_bytes else np.array(
         [ord(ch) for ch in rec.text], np.int64)

@@ -23,11 +23,11 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from baselines import compressor_rows, load_corpus, model_row, ngram_row, render  # noqa: E402
-from probe import checkpoint  # noqa: E402
-from probe.evaluate import evaluate_split  # noqa: E402
-from probe.export import write_figures  # noqa: E402
+from probe.model import checkpoint  # noqa: E402
+from probe.train.evaluate import evaluate_split  # noqa: E402
+from probe.figures.export import write_figures  # noqa: E402
 from probe.figures import samples_table, training_curve  # noqa: E402
-from probe.sampling import sample_text  # noqa: E402
+from probe.model.sampling import sample_text  # noqa: E402
 
 
 def cpu_name() -> str:
@@ -125,7 +125,7 @@ truncated BPTT over {tc['batch_size']} contiguous streams x {tc['seq_length']} {
 {table}
 
 Compressors: size of the compressed test text; "given train" is xz(train+test) - xz(train).
-n-grams: interpolated modified Kneser-Ney fitted on the training split (`probe/ngram.py`).
+n-grams: interpolated modified Kneser-Ney fitted on the training split (`probe/model/ngram.py`).
 Reproduce: `python benchmarks/baselines.py --corpus {args.corpus} --order 5 7 --model {dest} --markdown`.
 
 ## Training curve

@@ -10,8 +10,8 @@ import torch
 os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parent.parent / ".numba_cache"))
 torch.set_num_threads(1)
 
-from probe.corpus import BUNDLED, read_bytes  # noqa: E402
-from probe.train import TrainConfig, train  # noqa: E402
+from probe.data.corpus import BUNDLED, read_bytes  # noqa: E402
+from probe.train.loop import TrainConfig, train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 

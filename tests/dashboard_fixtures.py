@@ -5,8 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
-from probe.recording import RecordingWriter, array_name
-from probe.vocab import Vocab
+from probe.record.recording import RecordingWriter, array_name
+from probe.data.vocab import Vocab
 
 WORDS = ["the", "king", "said", "to", "his", "lord", "and", "she", "was", "not", "<b>", "&amp;", "{x}", "wit"]
 QUOTE_UNIT = "L1.c.3"    # +1 inside "double quotes", -0.5 outside (plus a little noise)

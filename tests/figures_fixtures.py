@@ -5,8 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
-from probe.recording import RecordingWriter, text_sha256
-from probe.vocab import Vocab
+from probe.record.recording import RecordingWriter, text_sha256
+from probe.data.vocab import Vocab
 
 TEXT = ("See [[Alan Turing]] and [[Ada Lovelace]] at http://example.org/wiki/x for more.\n"
         "    Indented  line with  double spaces.\n\tA tab, then [[links]] again.\n") * 12

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
-from probe.recording import GATE_KINDS, STATE_KINDS, RecordingWriter, array_name
-from probe.vocab import Vocab
+from probe.record.recording import GATE_KINDS, STATE_KINDS, RecordingWriter, array_name
+from probe.data.vocab import Vocab
 
 
 def make_recording(out: Path, text: str, arrays: dict[str, np.ndarray], *, model: str = "lstm",

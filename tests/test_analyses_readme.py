@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from probe.concepts import column
+from probe.analysis.concepts import column
 from tests.synthetic_recordings import make_recording, noise_arrays, wiki_like_text
 
 ROOT = Path(__file__).resolve().parent.parent

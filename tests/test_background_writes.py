@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from probe.background_writes import BackgroundWrites
+from probe.record.background_writes import BackgroundWrites
 
 
 def test_every_block_is_written_in_order_by_close():

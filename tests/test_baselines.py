@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import tiny_config
-from probe.train import train
+from probe.train.loop import train
 
 ROOT = Path(__file__).resolve().parent.parent
 

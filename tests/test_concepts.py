@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from probe import concepts
-from probe.cli import main
+from probe.analysis import concepts
+from probe.cli.main import main
 from probe.errors import ProbeError
 
 

@@ -11,14 +11,14 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from dashboard_fixtures import COLUMN_UNIT, QUOTE_UNIT, make_recording, synthetic_text  # noqa: E402
 
-from dashboards import safe_regex  # noqa: E402
-from dashboards.hypothesis import brush  # noqa: E402
+from probe.analysis import safe_regex  # noqa: E402
+from probe.analysis.hypothesis import brush  # noqa: E402
 from dashboards.service import DashboardService  # noqa: E402
 from dashboards.windows import (as_int, activation_rgb, color_ranges, decode_float16, interpolate,  # noqa: E402
                                 window_payload)
 from probe.errors import ProbeError  # noqa: E402
 from probe.figures.colors import ACTIVATION_SCALE  # noqa: E402
-from probe.recording import Recording  # noqa: E402
+from probe.record.recording import Recording  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -179,9 +179,9 @@ def test_malformed_brush_is_a_message(svc, data, msg):
 
 def test_generation_without_clamp_matches_the_sampler(tiny_lstm):
     from dashboards.clamp import generate_clamped
-    from probe import checkpoint
-    from probe.recording import Unit
-    from probe.sampling import sample_text
+    from probe.model import checkpoint
+    from probe.record.recording import Unit
+    from probe.model.sampling import sample_text
     ck = checkpoint.load(tiny_lstm)
     free = generate_clamped(ck.model, ck.vocab, "To be", 40, seed=3)
     assert free == sample_text(ck.model, ck.vocab, "To be", 40, seed=3)
@@ -286,13 +286,13 @@ def test_malformed_requests_are_400_not_500(app):
 
 
 def test_app_serves_the_page_and_binds_localhost_by_default():
-    from probe.cli import build_parser
+    from probe.cli.main import build_parser
     args = build_parser().parse_args(["dashboard", "somewhere"])
     assert args.host == "127.0.0.1" and args.port == 8050 and args.checkpoint is None
 
 
 def test_command_line_errors_are_one_line(tmp_path, capsys):
-    from probe.cli import main
+    from probe.cli.main import main
     assert main(["dashboard", str(tmp_path / "missing")]) == 2
     assert "no such recording" in capsys.readouterr().err
     from dashboards.app import main as app_main
@@ -315,7 +315,7 @@ def test_neuron_card_and_model_views(svc):
 @pytest.mark.parametrize("fixture", ["tiny_lstm", "tiny_byte_lstm"])
 def test_dashboard_on_real_recordings(request, tmp_path, fixture):
     from dashboards.app import render_card
-    from probe.record import record
+    from probe.record.recorder import record
     run = request.getfixturevalue(fixture)
     text = "Hello \u00e9t\u00e9 {x} <b>&amp;\n" * 40 if fixture == "tiny_byte_lstm" else None
     rec = record(run, text=text, out=tmp_path / "rec", max_chars=3000)

@@ -54,7 +54,7 @@ def start(dash_duo, recording, **kw):
 
 def test_page_loads_and_unit_colors_follow_the_recording(dash_duo, recording):
     from dashboards.windows import activation_rgb, color_ranges
-    from probe.recording import Recording
+    from probe.record.recording import Recording
     app = start(dash_duo, recording)
     rec = Recording.open(recording)
     n_spans = dash_duo.driver.execute_script("return document.querySelectorAll('#text-view [data-r]').length")
@@ -126,7 +126,7 @@ def test_unit_switch_time_on_a_2000_char_window(dash_duo, wide_recording):
 
 def test_hover_shows_topk_and_loss_and_topk_rows(dash_duo, recording):
     from selenium.webdriver.common.action_chains import ActionChains
-    from probe.recording import Recording
+    from probe.record.recording import Recording
     start(dash_duo, recording)
     rec = Recording.open(recording)
     span = dash_duo.find_element('#text-view [data-r="12"]')
@@ -145,7 +145,7 @@ def test_hover_shows_topk_and_loss_and_topk_rows(dash_duo, recording):
 
 def test_brush_lists_units_and_other_places(dash_duo, recording):
     from selenium.webdriver.common.action_chains import ActionChains
-    from probe.recording import Recording
+    from probe.record.recording import Recording
     start(dash_duo, recording)
     text = Recording.open(recording).text
     a = text.index('"')

@@ -10,11 +10,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from probe import checkpoint as ckpt
-from probe import corpus
-from probe.cli import main
+from probe.model import checkpoint as ckpt
+from probe.data import corpus
+from probe.cli.main import main
 from probe.errors import ProbeError
-from probe.evaluate import count_utf8_chars, evaluate_split, sequence_loss
+from probe.train.evaluate import count_utf8_chars, evaluate_split, sequence_loss
 
 
 def direct_test_loss(run, part: str = "test") -> tuple[float, int]:

@@ -7,10 +7,10 @@ import shutil
 import plotly.graph_objects as go
 import pytest
 
-from probe.cli import main
+from probe.cli.main import main
 from probe.errors import ProbeError
-from probe.export import find_chrome, format_of, write_figure, write_figures
-from probe.recording import Recording
+from probe.figures.export import find_chrome, format_of, write_figure, write_figures
+from probe.record.recording import Recording
 from tests.figures_fixtures import make_recording
 
 needs_chrome = pytest.mark.skipif(not any(shutil.which(n) for n in ("chromium", "google-chrome", "chrome")),

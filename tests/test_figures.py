@@ -9,7 +9,7 @@ from probe.errors import ProbeError
 from probe.figures import (Passage, embedding_figure, probe_figure, samples_table, saturation_figure,
                            sparse_figure, text_heatmap, training_curve, unit_heatmap, wrap_positions)
 from probe.figures.colors import GUESS_SPACE, NEWLINE, SPACE, TAB, display_char
-from probe.recording import Recording
+from probe.record.recording import Recording
 from tests.figures_fixtures import inside_links, make_recording
 
 
@@ -182,7 +182,7 @@ def test_saturation_embedding_training_figures():
 
 
 def test_figures_from_a_real_recording(tiny_lstm, tmp_path):
-    from probe.record import record
+    from probe.record.recorder import record
     text = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n" * 3
     rec = record(tiny_lstm, text, tmp_path / "rec")
     fig = text_heatmap(rec, "L1.c.5", 0, len(text), topk=True, width=60)
@@ -196,7 +196,7 @@ def test_figures_from_a_real_recording(tiny_lstm, tmp_path):
 
 
 def test_text_heatmap_byte_model_is_per_character(tiny_byte_lstm, tmp_path):
-    from probe.record import record
+    from probe.record.recorder import record
     text = "café — naïve [[Zürich]]\n" * 4
     rec = record(tiny_byte_lstm, text, tmp_path / "rec")
     assert rec.n_rows == len(text.encode("utf-8"))

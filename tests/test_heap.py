@@ -1,4 +1,4 @@
-"""probe.heap: large freed blocks stay in the heap, so re-allocating them costs no page faults."""
+"""probe.runtime.heap: large freed blocks stay in the heap, so re-allocating them costs no page faults."""
 from __future__ import annotations
 
 import os
@@ -13,11 +13,11 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="gl
 # allocates and frees a 64 MB tensor 5 times after 12 warm-up rounds; prints minor page faults of the 5
 SCRIPT = textwrap.dedent("""
     import resource, sys, torch
-    from probe.heap import heap_retained, retain_freed_memory
+    from probe.runtime.heap import heap_retained, retain_freed_memory
     mode = sys.argv[1]
     if mode == "train":
         import tempfile
-        from probe.train import TrainConfig, train
+        from probe.train.loop import TrainConfig, train
         with tempfile.TemporaryDirectory() as d:
             open(d + "/t.txt", "w").write("abcdefgh " * 400)
             train(TrainConfig(data=d + "/t.txt", out=d + "/r", rnn_size=8, num_layers=1, embed_size=4,
@@ -63,7 +63,7 @@ def test_train_applies_it_and_probe_heap_system_opts_out():
 
 GIVE_BACK = textwrap.dedent("""
     import numpy as np
-    from probe.heap import give_back_freed_memory, retain_freed_memory
+    from probe.runtime.heap import give_back_freed_memory, retain_freed_memory
     def rss_mb():
         return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
     print("retained", retain_freed_memory("small"))

@@ -8,10 +8,11 @@ import pytest
 from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
-from probe import concepts, neurons
-from probe.cli import main
+from probe.analysis import concepts
+from probe.analysis import neurons
+from probe.cli.main import main
 from probe.errors import ProbeError
-from probe.recording import Recording
+from probe.record.recording import Recording
 from tests.synthetic_recordings import make_recording, noise_arrays, wiki_like_text
 
 TEXT = wiki_like_text(150)
@@ -207,7 +208,7 @@ def test_cli_missing_recording(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_real_byte_recording_with_gates(tiny_byte_lstm, wiki_bytes, tmp_path, capsys):
-    record = pytest.importorskip("probe.record").record
+    record = pytest.importorskip("probe.record.recorder").record
     text = wiki_bytes[:4000].decode("utf-8", "ignore")
     r = record(tiny_byte_lstm, text, tmp_path / "rec")
     rec = r if isinstance(r, Recording) else Recording.open(tmp_path / "rec")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from probe.errors import ProbeError
-from probe.ngram import KneserNey, _modified_discounts
+from probe.model.ngram import KneserNey, _modified_discounts
 
 
 def reference_kn(train: list[int], order: int, V: int, discounts) -> callable:

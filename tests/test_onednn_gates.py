@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from probe import onednn_gates
-from probe.model import CharRNN, ModelConfig
-from probe.record import record_arrays
-from probe.vocab import Vocab
+from probe.record import onednn_gates
+from probe.model.charrnn import CharRNN, ModelConfig
+from probe.record.recorder import record_arrays
+from probe.data.vocab import Vocab
 
 
 @pytest.fixture(autouse=True)

@@ -4,11 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from probe import concepts
-from probe.cli import main
+from probe.analysis import concepts
+from probe.cli.main import main
 from probe.errors import ProbeError
-from probe.probes import control_labels, fit_probes, row_types, sparse_ks
-from probe.recording import Recording
+from probe.analysis.probes import control_labels, fit_probes, row_types, sparse_ks
+from probe.record.recording import Recording
 from tests.synthetic_recordings import make_recording, noise_arrays, wiki_like_text
 
 TEXT = wiki_like_text(100, seed=4)
@@ -102,7 +102,7 @@ def test_cli_fit_probe(rec, capsys):
 
 @pytest.fixture(scope="module")
 def real_rec(tiny_lstm, shakespeare_text, tmp_path_factory) -> Recording:
-    record = pytest.importorskip("probe.record").record
+    record = pytest.importorskip("probe.record.recorder").record
     out = tmp_path_factory.mktemp("real") / "rec"
     r = record(tiny_lstm, shakespeare_text[:3000], out)
     return r if isinstance(r, Recording) else Recording.open(out)
@@ -121,7 +121,7 @@ def test_real_recording_probe_with_untrained_baseline(real_rec):
 
 @pytest.mark.slow
 def test_real_recording_find_neurons(real_rec):
-    from probe.neurons import find_neurons
+    from probe.analysis.neurons import find_neurons
     res = find_neurons(real_rec, concepts.get("line-end-distance"), n_perm=20)
     assert res.n_units == 2 * 16 * len(real_rec.kinds)
     assert np.isfinite(res.table[["score", "p_value"]].to_numpy()).all()

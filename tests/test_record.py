@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from probe import checkpoint
-from probe.recording import Recording
-from probe.record import record, record_arrays, untrained_like
+from probe.model import checkpoint
+from probe.record.recording import Recording
+from probe.record.recorder import record, record_arrays, untrained_like
 
 TOL = 1e-5
 
@@ -246,8 +246,8 @@ def test_streams_lay_rows_out_in_text_order(tiny_lstm, shakespeare_text, tmp_pat
 
 def _grow_forever_checkpoint(tmp_path):
     """1x2 LSTM whose gates are saturated: i = f = o = 1, g = 1, so c_t = t + 1 exactly."""
-    from probe.model import CharRNN, ModelConfig
-    from probe.vocab import Vocab
+    from probe.model.charrnn import CharRNN, ModelConfig
+    from probe.data.vocab import Vocab
     vocab = Vocab.from_text("ab")
     cfg = ModelConfig(vocab_size=vocab.size, model="lstm", rnn_size=2, num_layers=1, embed_size=2, dropout=0.0)
     model = CharRNN(cfg)
@@ -317,7 +317,7 @@ def test_recording_opens_lazily_with_the_reader(tiny_gru, tmp_path):
 def test_byte_model_test_split_ends_the_corpus(tiny_byte_lstm, tmp_path):
     import hashlib
 
-    from probe.corpus import locate, read_bytes
+    from probe.data.corpus import locate, read_bytes
     ck = checkpoint.load(tiny_byte_lstm)
     rec = record(tiny_byte_lstm, None, tmp_path / "t", part="test")
     a, b = ck.meta["data"]["split"]["test"]
@@ -336,7 +336,7 @@ def test_carriage_returns_keep_rows_and_characters_aligned(tiny_lstm, tmp_path):
 
 
 def test_gate_matmul_is_float32_exact_and_uses_the_fast_path():
-    import probe.record as pr
+    import probe.record.recorder as pr
     torch.manual_seed(0)
     x, w, b = torch.randn(300, 40), torch.randn(64, 40), torch.randn(64)
     expect = (x.double() @ w.double().T + b.double()).float()

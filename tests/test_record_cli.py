@@ -6,11 +6,11 @@ import errno
 import numpy as np
 import pytest
 
-from probe import checkpoint
-from probe.cli import build_parser, main
+from probe.model import checkpoint
+from probe.cli.main import build_parser, main
 from probe.errors import ProbeError
-from probe.recording import NpyWriter, Recording
-from probe.record import record
+from probe.record.recording import NpyWriter, Recording
+from probe.record.recorder import record
 
 
 def _one_error_line(capsys, code: int) -> str:
@@ -27,7 +27,7 @@ def test_help_says_streams_are_not_exact():
 
 
 def test_cli_chunk_size_default_is_the_recorders():
-    from probe.record import CHUNK_ROWS
+    from probe.record.recorder import CHUNK_ROWS
     sub = build_parser()._subparsers._group_actions[0].choices["record"]
     assert sub.get_default("chunk_size") == CHUNK_ROWS
 

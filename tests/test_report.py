@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from probe.cli import main
+from probe.cli.main import main
 from probe.errors import ProbeError
-from probe.recording import Recording
+from probe.record.recording import Recording
 from probe.report import build_report, concept_passage, line_start
 from tests.figures_fixtures import make_recording
 
@@ -28,7 +28,7 @@ def rec_path(tmp_path_factory):
 
 @pytest.fixture
 def fake_analyses(monkeypatch):
-    """Stand-ins for probe.probes / saturation / embedding with the documented shapes (calls are recorded)."""
+    """Stand-ins for probe.analysis.probes / saturation / embedding with the documented shapes (calls are recorded)."""
     calls = []
 
     def fit_probes(rec, concept, *, untrained="auto", seed=0):
@@ -147,10 +147,10 @@ def test_report_bad_output_folders(rec_path, tmp_path, capsys):
 def test_report_failure_midway_leaves_nothing(rec_path, tmp_path, monkeypatch):
     def boom(rec):
         raise ProbeError("saturation failed")
-    mod = types.ModuleType("probe.saturation")
+    mod = types.ModuleType("probe.analysis.saturation")
     mod.gate_saturation = boom
-    monkeypatch.setitem(sys.modules, "probe.saturation", mod)
-    monkeypatch.setitem(sys.modules, "probe.probes", None)
+    monkeypatch.setitem(sys.modules, "probe.analysis.saturation", mod)
+    monkeypatch.setitem(sys.modules, "probe.analysis.probes", None)
     with pytest.raises(ProbeError, match="saturation failed"):
         build_report(rec_path, ["wiki-link"], tmp_path / "rep", images=False, embedding="none", say=_quiet)
     assert list(tmp_path.iterdir()) == []
@@ -168,7 +168,7 @@ def test_report_overwrite_replaces(rec_path, tmp_path, monkeypatch):
 
 
 def test_report_on_a_byte_model_recording(tiny_byte_lstm, tmp_path, fake_analyses):
-    from probe.record import record
+    from probe.record.recorder import record
     text = ("Voir [[Zürich]] et [[Genève]], http://exemple.fr/été puis la suite du texte.\n" * 30)
     rec = record(tiny_byte_lstm, text, tmp_path / "rec")
     out = build_report(rec, ["wiki-link"], tmp_path / "rep", images=False, say=_quiet)

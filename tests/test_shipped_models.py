@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from probe import checkpoint
-from probe.evaluate import evaluate_split
+from probe.model import checkpoint
+from probe.train.evaluate import evaluate_split
 from tests.conftest import ROOT
 
 MODELS = sorted(p.parent.name for p in (ROOT / "trained_models").glob("*/card.json"))

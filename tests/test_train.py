@@ -14,11 +14,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from probe import checkpoint
-from probe.batches import StreamBatches
+from probe.model import checkpoint
+from probe.data.batches import StreamBatches
 from probe.errors import ProbeError
-from probe.model import CharRNN, ModelConfig
-from probe.train import TrainConfig, train, lr_at
+from probe.model.charrnn import CharRNN, ModelConfig
+from probe.train.loop import TrainConfig, train, lr_at
 from tests.conftest import ROOT, tiny_config
 
 
@@ -137,7 +137,7 @@ def test_resume_after_a_hard_kill_ends_with_identical_weights(tmp_path, small_te
 
 
 def test_a_nan_loss_rolls_back_and_lowers_the_learning_rate(tmp_path, small_text_file, monkeypatch, capsys):
-    import probe.train as T
+    import probe.train.loop as T
     real = T.F.cross_entropy
     calls = {"n": 0}
 
@@ -162,7 +162,7 @@ def test_a_nan_loss_rolls_back_and_lowers_the_learning_rate(tmp_path, small_text
 
 
 def test_divergence_that_never_ends_stops_with_a_clear_error(tmp_path, small_text_file, monkeypatch):
-    import probe.train as T
+    import probe.train.loop as T
     real = T.F.cross_entropy
 
     def always_nan(*a, **kw):
@@ -199,7 +199,7 @@ def test_checkpoint_refuses_nan_weights_and_a_failed_save_keeps_the_old_one(tmp_
 
 
 def test_sampling_is_reproducible_per_seed(tiny_lstm):
-    from probe.sampling import sample_text
+    from probe.model.sampling import sample_text
     ck = checkpoint.load(tiny_lstm)
     a = sample_text(ck.model, ck.vocab, "ROMEO:", 50, seed=3)
     assert a == sample_text(ck.model, ck.vocab, "ROMEO:", 50, seed=3)
@@ -273,7 +273,7 @@ def test_export_makes_a_lean_float16_copy_that_predicts_like_the_original(tmp_pa
 
 
 def test_optimizer_is_fused_and_stays_fused_when_resuming_an_unfused_checkpoint(tmp_path, small_text_file):
-    from probe.train import make_optimizer, optimizer_tensors, restore_optimizer
+    from probe.train.loop import make_optimizer, optimizer_tensors, restore_optimizer
     cfg = tiny_config(small_text_file, tmp_path / "r")
     model = CharRNN(ModelConfig(30, rnn_size=8, num_layers=1, embed_size=4))
     plain = torch.optim.AdamW(model.parameters(), lr=1e-3)  # what checkpoints before the fused optimizer hold
@@ -292,7 +292,7 @@ def test_optimizer_is_fused_and_stays_fused_when_resuming_an_unfused_checkpoint(
 
 
 def test_resume_takes_the_options_typed_even_when_they_equal_the_defaults(tmp_path, small_text_file):
-    from probe.cli import main
+    from probe.cli.main import main
     run = tmp_path / "r"
     train(tiny_config(small_text_file, run, max_iters=10, eval_every=5), progress=False)  # eval_every 5 saved
     assert TrainConfig().eval_every == 500

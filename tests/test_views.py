@@ -6,13 +6,13 @@ import json
 import numpy as np
 import pytest
 
-from probe import concepts
-from probe.cli import main
-from probe.embedding import embed_states
+from probe.analysis import concepts
+from probe.cli.main import main
+from probe.analysis.embedding import embed_states
 from probe.errors import ProbeError
-from probe.neuron_card import neuron_card, separated_peaks
-from probe.recording import Recording
-from probe.saturation import gate_saturation
+from probe.analysis.neuron_card import neuron_card, separated_peaks
+from probe.record.recording import Recording
+from probe.analysis.saturation import gate_saturation
 from tests.synthetic_recordings import make_recording, noise_arrays, wiki_like_text
 
 TEXT = wiki_like_text(60, seed=7)
@@ -142,14 +142,14 @@ def test_cli_neuron(rec, capsys, tmp_path):
 
 @pytest.mark.slow
 def test_neuron_card_promoted_chars_on_a_real_model(tiny_lstm, shakespeare_text, tmp_path):
-    record = pytest.importorskip("probe.record").record
+    record = pytest.importorskip("probe.record.recorder").record
     r = record(tiny_lstm, shakespeare_text[:1500], tmp_path / "real")
     r = r if isinstance(r, Recording) else Recording.open(tmp_path / "real")
     card = neuron_card(r, "L1.h.3", n_top=5)
     assert len(card.promoted) == 10 and len(card.suppressed) == 10
     weights = [w for _, w in card.promoted]
     assert weights == sorted(weights, reverse=True) and weights[0] > card.suppressed[0][1]
-    from probe import checkpoint
+    from probe.model import checkpoint
     w = checkpoint.load(tiny_lstm).model.head.weight.detach().numpy()[:, 3]
     assert weights[0] == pytest.approx(float(w.max()))
     assert neuron_card(r, "L0.h.3").promoted == []

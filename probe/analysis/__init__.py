@@ -1,0 +1,1 @@
+"""Analyses over recordings: concepts, unit search, linear probes, saturation, embeddings, neuron cards."""

@@ -1,0 +1,95 @@
+"""probe find-neurons: rank every unit against a concept, with held-out scores and a chance level."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import numpy as np
+
+from probe.cli.commands._concept_args import add_concept_arguments, concept_from_args, parse_list
+from probe.errors import ProbeError
+from probe.analysis.neurons import find_neurons
+from probe.record.recording import Recording
+
+NAME = "find-neurons"
+HELP = "find units that track a concept (regex or built-in), with honest statistics"
+DESCRIPTION = """Score every recorded unit against a concept.
+
+Units are ranked on the first part of the text (--select-frac) and their scores
+are reported on the rest (held out). Binary concepts: ROC AUC, direction-free
+(max(AUC, 1-AUC), the sign says which way); continuous ones: |Pearson r|.
+The chance level is the best held-out score among all units when the concept
+is circularly shifted and block-permuted; p-values are corrected for the
+number of units (family-wise, max statistic) and never 0.
+
+examples:
+  probe find-neurons recordings/wiki-val --pattern '\\[\\[.*?\\]\\]'
+  probe find-neurons recordings/wiki-val --concept column --kinds c --layers 0
+"""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("recording", help="a recording folder (from `probe record`)")
+    add_concept_arguments(p)
+    p.add_argument("--kinds", default=None, help="state kinds to search, e.g. h,c or f,i (default: all recorded)")
+    p.add_argument("--layers", default=None, help="layers to search, e.g. 0,2 (default: all)")
+    p.add_argument("--top", type=int, default=20, help="rows of the table to print (default 20)")
+    p.add_argument("--select-frac", type=float, default=0.5, help="fraction of rows used to rank units (default 0.5)")
+    p.add_argument("--n-perm", type=int, default=100, help="permutations for the chance level (default 100)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the permutations (default 0)")
+    p.add_argument("--json", metavar="FILE", help="write all units and the summary as JSON (- for stdout)")
+    p.add_argument("--csv", metavar="FILE", help="write the table of all units as CSV")
+
+
+def _fmt_p(p: float) -> str:
+    return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
+
+
+def format_table(res, top: int) -> str:
+    t = res.table.head(top)
+    binary = res.metric == "auc"
+    score_name = "AUC" if binary else "|r|"
+    lines = [f"{'rank':>4}  {'unit':<12} {score_name + ' held-out':>13} {'sign':>4} {'select':>7} {'p':>8}  "
+             + (f"{'mean in':>9} {'mean out':>9}  {'d':>6}" if binary else f"{'spearman':>9} {'MI bits':>8}")]
+    for r in t.itertuples():
+        star = "*" if r.p_value <= 0.05 else " "
+        row = (f"{r.rank:>4}  {r.unit:<12} {r.score:>13.3f} {'+' if r.sign > 0 else '-':>4} {r.select_score:>7.3f} "
+               f"{_fmt_p(r.p_value):>7}{star}  ")
+        row += (f"{r.mean_in:>9.3f} {r.mean_out:>9.3f}  {r.cohen_d:>6.2f}" if binary
+                else f"{r.spearman:>9.3f} {r.mi:>8.3f}")
+        lines.append(row)
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.top < 1:
+        raise ProbeError(f"--top must be at least 1, not {args.top}")
+    concept = concept_from_args(args)
+    rec = Recording.open(args.recording)
+    res = find_neurons(rec, concept, kinds=parse_list(args.kinds, "kinds"), layers=parse_list(args.layers, "layers", int),
+                       select_frac=args.select_frac, n_perm=args.n_perm, seed=args.seed)
+    if args.csv:
+        res.table.to_csv(args.csv, index=False)
+    if args.json:
+        doc = {"summary": res.summary(), "units": json.loads(res.table.to_json(orient="records"))}
+        text = json.dumps(doc, indent=1)
+        if args.json == "-":
+            print(text)
+            return 0
+        with open(args.json, "w", encoding="utf-8") as f:
+            f.write(text + "\n")
+    s = res.summary()
+    score_name = "AUC" if res.metric == "auc" else "|Pearson r|"
+    n_sig = int((res.table.p_value <= 0.05).sum())
+    print(f"concept {concept.name} ({concept.kind}) in {rec.path}: {res.n_units:,} units "
+          f"({', '.join(sorted(set(res.table.kind)))}; layers {', '.join(map(str, sorted(set(res.table.layer))))})")
+    print(f"ranked on rows {s['select_rows'][0]:,}:{s['select_rows'][1]:,}, scored on held-out rows "
+          f"{s['report_rows'][0]:,}:{s['report_rows'][1]:,}")
+    print(f"chance level: best {score_name} of any unit under {res.n_perm} block permutations of the concept: "
+          f"{res.chance:.3f} on average, {s['chance_95']:.3f} at 95%")
+    print(f"{n_sig} unit(s) with family-wise p <= 0.05 (marked *; smallest possible p {1 / (res.n_perm + 1):.3f})\n")
+    print(format_table(res, args.top))
+    if not np.isfinite(res.table.score).all():
+        print("\nnote: some units gave no score (constant activations)", file=sys.stderr)
+    return 0

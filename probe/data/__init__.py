@@ -1,0 +1,1 @@
+"""Text in, ids out: vocabularies, bundled corpora and their splits, training batches."""

@@ -1,0 +1,704 @@
+"""Record every state of a model over a text: h, c, gates, top-k and loss, streamed chunk by chunk to disk.
+
+How it stays fast and exact, per chunk of the text:
+
+1. each layer's fused `nn.LSTM`/`nn.GRU`/`nn.RNN` call gives that layer's whole `h` sequence
+   (the state is carried from chunk to chunk, so chunking changes nothing);
+2. LSTM on CPU: the fused pass runs oneDNN's kernel in training mode, whose workspace holds every
+   step's gate activations (`probe.record.onednn_gates`), checked each chunk against the kernel's own `c_n`.
+   Otherwise (GPU, GRU, a failed check) all gates of the chunk come from ONE batched matmul per layer,
+   `[x_t, h_{t-1}] @ [W_ih; W_hh]^T + b` (GRU: one for the input part, one for the hidden part, since
+   `n` needs `r * (W_hn h + b_hn)`);
+3. `c` follows from the element-wise recurrence `c_t = f_t * c_{t-1} + i_t * g_t`, compiled
+   (`probe.record.kernels`);
+4. the head and a log-softmax give the top-k next symbols and the loss;
+5. every block goes straight to its .npy file: memory holds one chunk, not the text.
+
+Row r is the state after reading symbol r; its top-k and loss predict symbol r + 1.
+
+With `streams > 1` the text is cut into that many contiguous segments run side by side
+(faster), each warmed up on the `warmup` symbols before it. That is NOT exact: the
+deviation from one pass is measured on the second stream's first rows as recorded (against one
+exact pass over them) and stored in meta.json (see `measure_deviation`).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from probe import __version__
+from probe.model import checkpoint as ckpt_mod
+from probe.data import corpus
+from probe.record.kernels import lstm_cell_states, topk_rows
+from probe.record.background_writes import BackgroundWrites
+from probe.runtime.heap import give_back_freed_memory, one_arena, retain_freed_memory
+from probe.model.checkpoint import Checkpoint
+from probe.errors import ProbeError
+from probe.model.charrnn import GATES, CharRNN, ModelConfig
+from probe.record.onednn_gates import disable as disable_onednn_gates
+from probe.record.onednn_gates import lstm_layer_with_gates
+from probe.record.recording import (NpyWriter, Recording, RecordingWriter, array_name, char_of_row_for_bytes,
+                             decode_bytes)
+from probe.data.vocab import Vocab, decode_utf8
+
+LN2 = math.log(2.0)
+DEVIATION_ROWS = 2_000  # rows compared after the stream boundary
+CHUNK_ROWS = 4096  # rows a chunk (all streams together); 3x512: peak 1.0 GB, 1.6 GB at 8192, same speed
+
+Emit = Callable[[str, "torch.Tensor | np.ndarray"], None]
+
+
+# --------------------------------------------------------------------------- the text to record
+
+@dataclass
+class TextToRecord:
+    """The symbols to record and everything meta.json says about them."""
+
+    ids: np.ndarray  # (n,) int32 symbol ids
+    text: str  # what text.txt holds (byte models: the decoded bytes)
+    raw: bytes | None  # byte models: the recorded bytes
+    next_id: int | None  # the symbol after the last one, when the source continues (for the last row's loss)
+    info: dict = field(default_factory=dict)  # meta.json "text"
+
+
+def _parse_range(char_range, n: int, max_chars: int | None) -> tuple[int, int]:
+    start, stop = (0, n) if char_range is None else char_range
+    start = 0 if start is None else int(start)
+    stop = n if stop is None else int(stop)
+    if start < 0 or stop < 0:
+        raise ProbeError(f"--range {start}:{stop}: positions must not be negative")
+    if start > n:
+        raise ProbeError(f"--range starts at {start}, beyond the end of the text ({n:,} symbols)")
+    stop = min(stop, n)
+    if max_chars is not None:
+        if max_chars < 1:
+            raise ProbeError(f"--max-chars must be at least 1, not {max_chars}")
+        stop = min(stop, start + max_chars)
+    if stop <= start:
+        raise ProbeError(f"--range {start}:{stop} selects no text")
+    return start, stop
+
+
+def _select(vocab: Vocab, full, base: int, start: int, stop: int, source: str, extra: dict | None = None
+            ) -> TextToRecord:
+    """Symbols [base+start, base+stop) of `full` (bytes for byte models, str for char models)."""
+    a, b = base + start, base + stop
+    if vocab.kind == "byte":
+        raw = bytes(full[a:b])
+        ids = np.frombuffer(raw, dtype=np.uint8).astype(np.int32)
+        text = decode_bytes(raw)
+        recorded = raw
+    else:
+        raw = None
+        text = full[a:b]
+        ids = vocab.encode(text).astype(np.int32)
+        recorded = text.encode("utf-8")
+    next_id = None
+    if b < len(full):
+        next_id = int(full[b]) if vocab.kind == "byte" else int(vocab.encode(full[b])[0])
+    info = {"source": source, "sha256": hashlib.sha256(recorded).hexdigest(), "n_chars": len(text),
+            "n_bytes": len(recorded), "char_range": [a, b], "range_unit": "byte" if vocab.kind == "byte" else "char",
+            "next_symbol_from_source": next_id is not None}
+    info.update(extra or {})
+    return TextToRecord(ids=ids, text=text, raw=raw, next_id=next_id, info=info)
+
+
+def _as_symbols(vocab: Vocab, data: str | bytes, name: str):
+    if vocab.kind == "byte":
+        return data.encode("utf-8") if isinstance(data, str) else bytes(data)
+    return data if isinstance(data, str) else decode_utf8(bytes(data), name)
+
+
+def resolve_text(ck: Checkpoint, text=None, part: str = "val", char_range=None, max_chars: int | None = None,
+                 text_source: str | None = None) -> TextToRecord:
+    """The text to record: the checkpoint's own split `part`, a file (Path), or a str/bytes.
+
+    Ranges count symbols: characters for char models, bytes for byte models.
+    """
+    vocab = ck.vocab
+    if text is None:
+        if part not in ("train", "val", "test"):
+            raise ProbeError(f"--part must be train, val or test, not {part!r}")
+        data = ck.meta.get("data") or {}
+        try:
+            path, raw = corpus.read_training_corpus(data)
+        except ProbeError as e:
+            raise ProbeError(f"{e}; give a TEXT_FILE or --text") from None
+        full = _as_symbols(vocab, raw, str(path))
+        split = corpus.Split.from_json(data["split"])
+        if split.n != len(full):
+            raise ProbeError(f"{path} has {len(full):,} symbols but the checkpoint's split says {split.n:,}")
+        a, b = split.range(part)
+        start, stop = _parse_range(char_range, b - a, max_chars)
+        return _select(vocab, full, a, start, stop, f"{part} split of {data['corpus']}", {"part": part})
+    if isinstance(text, os.PathLike):
+        p = Path(text)
+        if not p.exists() or p.is_dir():
+            raise ProbeError(f"no such text file: {p}")
+        full = _as_symbols(vocab, corpus.read_bytes(p), str(p))
+        source = text_source or str(p.resolve())
+    elif isinstance(text, (str, bytes, bytearray)):
+        full = _as_symbols(vocab, text, text_source or "the text")
+        source = text_source or "inline text"
+    else:
+        raise ProbeError(f"text must be a str, bytes or a file path, not {type(text).__name__}")
+    if len(full) == 0:
+        raise ProbeError(f"the text to record ({source}) is empty")
+    start, stop = _parse_range(char_range, len(full), max_chars)
+    return _select(vocab, full, 0, start, stop, source)
+
+
+def unknown_chars(vocab: Vocab, tt: TextToRecord, most: int = 10) -> dict:
+    """How many characters a char vocabulary read as <unk>, and the most common of them."""
+    if vocab.kind == "byte":
+        return {"count": 0, "most_common": []}
+    mask = tt.ids == 0
+    count = int(mask.sum())
+    if not count:
+        return {"count": 0, "most_common": []}
+    cps = np.frombuffer(tt.text.encode("utf-32-le"), dtype=np.uint32)[mask]
+    values, counts = np.unique(cps, return_counts=True)
+    order = np.argsort(-counts, kind="stable")[:most]
+    return {"count": count, "most_common": [[chr(int(values[i])), int(counts[i])] for i in order]}
+
+
+# --------------------------------------------------------------------------- the engine
+
+_onednn_linear_ok = True
+
+
+def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """x @ w^T + b in float32. On CPU through oneDNN's matmul (the library of the fused LSTM kernels:
+    about 1.9x faster here than torch.addmm's MKL path, same float32 accuracy); else addmm."""
+    global _onednn_linear_ok
+    if _onednn_linear_ok and x.device.type == "cpu" and x.dtype == torch.float32:
+        try:
+            return torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")
+        except (AttributeError, RuntimeError):
+            _onednn_linear_ok = False
+    return torch.addmm(b, x, w.t())
+
+
+class _Engine:
+    """Computes every recorded array of one chunk, layer by layer, and hands each block to `emit`."""
+
+    def __init__(self, model: CharRNN, gates: bool = True, topk: int = 5, predictions: bool = True):
+        self.model = model
+        self.kind = model.cfg.model
+        self.H = model.cfg.rnn_size
+        self.gates = gates and self.kind != "rnn"
+        self.topk = min(int(topk), model.cfg.vocab_size)
+        self.predictions = predictions
+        self.weights = []
+        with torch.no_grad():
+            for layer in model.layers:
+                if self.kind == "lstm":  # one matmul: [x, h_prev] @ [W_ih; W_hh]^T + (b_ih + b_hh)
+                    w = torch.cat([layer.weight_ih_l0, layer.weight_hh_l0], dim=1).contiguous()
+                    self.weights.append((w, (layer.bias_ih_l0 + layer.bias_hh_l0).contiguous()))
+                elif self.kind == "gru":
+                    self.weights.append((layer.weight_ih_l0.t().contiguous(), layer.bias_ih_l0.detach(),
+                                         layer.weight_hh_l0.t().contiguous(), layer.bias_hh_l0.detach()))
+                else:
+                    self.weights.append(())
+
+    def zero_state(self, batch: int) -> list:
+        return self.model.zero_state(batch, device=next(self.model.parameters()).device)
+
+    @torch.no_grad()
+    def advance(self, x: torch.Tensor, state: list | None) -> list:
+        """Run the layers over x (batch, time) and return the new state only (warm-up, exact prefixes)."""
+        out = self.model.embed(x)
+        new = []
+        for i, layer in enumerate(self.model.layers):
+            out, s = layer(out, None if state is None else state[i])
+            new.append(s)
+        return new
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor, state: list) -> tuple[list, list, list]:
+        """The fused pass of every layer over x (S, T): ([embedding, h of L0, h of L1, ...], new state,
+        per layer the LSTM gate activations (S, T, 4H) and c_n kept by oneDNN's kernel, or None)."""
+        seqs = [self.model.embed(x)]
+        new_state, kept = [], []
+        for l, layer in enumerate(self.model.layers):
+            got = lstm_layer_with_gates(layer, seqs[-1], state[l]) if self.kind == "lstm" else None
+            if got is None:
+                out, s = layer(seqs[-1], state[l])
+                kept.append(None)
+            else:
+                out, s, gates = got
+                kept.append((gates, s[1][0]))
+            seqs.append(out)
+            new_state.append(s)
+        return seqs, new_state, kept
+
+    def lstm_gates(self, l: int, inp: torch.Tensor, h_prev: torch.Tensor) -> torch.Tensor:
+        """Gate activations (S, T, 4H) of LSTM layer l recomputed in float32: one matmul for the chunk."""
+        S, T, H = inp.shape[0], inp.shape[1], self.H
+        w, b = self.weights[l]
+        acts = linear(torch.cat([inp, h_prev], dim=2).reshape(S * T, -1), w, b)
+        acts[:, :2 * H].sigmoid_()
+        acts[:, 2 * H:3 * H].tanh_()
+        acts[:, 3 * H:].sigmoid_()
+        return acts.view(S, T, 4 * H)
+
+    @torch.no_grad()
+    def post(self, seqs: list, state: list, c_carry: list, targets: torch.Tensor | None, emit: Emit,
+             kept: list | None = None) -> None:
+        """Everything else of one chunk from its layer sequences: gates, c, top-k, loss, all to `emit`.
+
+        state: the state before the chunk (for h_{-1}); c_carry[l]: the last recorded c of layer l (S, H),
+        carried by the recorded recurrence itself so that any chunking gives the same c; updated here.
+        kept[l]: (gate activations, c_n) from oneDNN's workspace (see `forward`), checked here: the
+        recurrence on them must end at the kernel's own c_n, else the gates are recomputed (and the
+        workspace is not used again).
+        """
+        S, T = seqs[0].shape[:2]
+        H = self.H
+        for l in range(len(self.model.layers)):
+            inp, out = seqs[l], seqs[l + 1]
+            emit(f"L{l}.h", out)
+            h0 = (state[l][0] if self.kind == "lstm" else state[l])[0]  # (S, H)
+            def h_prev() -> torch.Tensor:  # h_{t-1} for every step of the chunk
+                return torch.cat([h0.unsqueeze(1), out[:, :-1]], dim=1)
+            if self.kind == "lstm":
+                carry = c_carry[l]
+                if kept is not None and kept[l] is not None:
+                    acts, c_n = kept[l]
+                    c = lstm_cell_states(acts.numpy(), carry)
+                    c_n = c_n.numpy()
+                    if not np.allclose(c[:, -1], c_n, rtol=1e-4, atol=1e-4):
+                        disable_onednn_gates()  # an unexpected workspace layout: recompute from now on
+                        acts = None
+                else:
+                    acts = None
+                if acts is None:
+                    acts = self.lstm_gates(l, inp, h_prev())
+                    c = lstm_cell_states(acts.cpu().numpy(), carry)
+                c_carry[l] = c[:, -1].copy()
+                emit(f"L{l}.c", c)
+                if self.gates:
+                    for j, g in enumerate(GATES["lstm"]):
+                        emit(f"L{l}.gates.{g}", acts[..., j * H:(j + 1) * H])
+            elif self.gates:  # GRU: r z n
+                w_ih, b_ih, w_hh, b_hh = self.weights[l]
+                gi = torch.addmm(b_ih, inp.reshape(S * T, -1), w_ih)
+                gh = torch.addmm(b_hh, h_prev().reshape(S * T, H), w_hh)
+                rz = torch.sigmoid(gi[:, :2 * H] + gh[:, :2 * H])
+                n = torch.tanh(gi[:, 2 * H:] + rz[:, :H] * gh[:, 2 * H:])
+                emit(f"L{l}.gates.r", rz[:, :H].view(S, T, H))
+                emit(f"L{l}.gates.z", rz[:, H:].view(S, T, H))
+                emit(f"L{l}.gates.n", n.view(S, T, H))
+        if self.predictions:
+            logp = torch.log_softmax(self.model.head(seqs[-1]).float(), dim=-1)  # (S, T, V); eval: no dropout
+            if self.topk > 0:
+                idx, vals = topk_rows(logp.detach().cpu().numpy().reshape(S * T, -1), self.topk)
+                emit("topk_ids", idx.reshape(S, T, -1))
+                emit("topk_probs", np.exp(vals).reshape(S, T, -1))
+            t = targets if targets is not None else torch.full((S, T), -1, dtype=torch.long)
+            t = t.to(logp.device)
+            loss = -logp.gather(-1, t.clamp(min=0).unsqueeze(-1)).squeeze(-1) / LN2
+            emit("loss_bits", torch.where(t >= 0, loss, torch.full_like(loss, float("nan"))))
+
+
+def array_specs(cfg: ModelConfig, gates: bool, topk: int, float32: bool) -> dict[str, tuple[tuple, np.dtype]]:
+    """name -> (shape after the row axis, dtype) of every array a recording of this model holds."""
+    H, small = cfg.rnn_size, np.dtype(np.float32 if float32 else np.float16)
+    specs: dict[str, tuple[tuple, np.dtype]] = {}
+    for l in range(cfg.num_layers):
+        specs[f"L{l}.h"] = ((H,), small)
+        if cfg.model == "lstm":
+            specs[f"L{l}.c"] = ((H,), np.dtype(np.float32))  # long-memory units grow past float16's 65,504
+        if gates:
+            for g in GATES[cfg.model]:
+                specs[array_name(l, g)] = ((H,), small)
+    k = min(int(topk), cfg.vocab_size)
+    if k > 0:
+        specs["topk_ids"] = ((k,), np.dtype(np.int16 if cfg.vocab_size < 2 ** 15 else np.int32))
+        specs["topk_probs"] = ((k,), small)
+    specs["loss_bits"] = ((), np.dtype(np.float32))
+    return specs
+
+
+def _to_numpy(block, dtype: np.dtype) -> np.ndarray:
+    if isinstance(block, torch.Tensor):
+        tdtype = {np.float16: torch.float16, np.float32: torch.float32, np.int16: torch.int16,
+                  np.int32: torch.int32, np.int64: torch.int64}[dtype.type]
+        return block.detach().to("cpu", tdtype).numpy()
+    return np.asarray(block, dtype=dtype)
+
+
+class _RowWriter:
+    """Writes blocks of rows at any row position of an NpyWriter's file (streams fill it out of order)."""
+
+    def __init__(self, w: NpyWriter):
+        self.w = w
+        self.base = w.f.tell()
+        self.row_bytes = int(np.prod(w.shape[1:], dtype=np.int64)) * w.dtype.itemsize
+
+    def put(self, row: int, block: np.ndarray) -> None:
+        pos = self.base + row * self.row_bytes
+        if self.w.f.tell() != pos:
+            self.w.f.seek(pos)
+        self.w.write(block)
+
+
+def _post_chunk(engine: _Engine, seqs: list, kept: list, state: list, c_carry: list, targets: torch.Tensor,
+                put: Callable[[str, int, np.ndarray], None], dtypes: dict[str, np.dtype], n: int, L: int,
+                t0: int, Tc: int, on_rows: Callable[[int], None] | None) -> None:
+    streams = seqs[0].shape[0]
+
+    def emit(name: str, block) -> None:
+        if name not in dtypes:
+            return
+        arr = _to_numpy(block, dtypes[name])
+        for s in range(streams):
+            r0 = s * L + t0
+            m = min(Tc, n - r0)
+            if m > 0:
+                put(name, r0, arr[s, :m])
+
+    engine.post(seqs, state, c_carry, targets, emit, kept)
+    if on_rows:
+        on_rows(sum(max(0, min(Tc, n - (s * L + t0))) for s in range(streams)))
+
+
+def stream_length(n: int, streams: int) -> int:
+    """Rows of each stream when n rows are cut into `streams` contiguous segments (the last may be shorter)."""
+    return -(-n // max(1, min(int(streams), n)))
+
+
+def run_streams(engine: _Engine, ids: np.ndarray, put: Callable[[str, int, np.ndarray], None],
+                dtypes: dict[str, np.dtype], *, streams: int = 1, warmup: int = 300, chunk_size: int = CHUNK_ROWS,
+                next_id: int | None = None, state: list | None = None,
+                on_rows: Callable[[int], None] | None = None, overlap: bool = False) -> list:
+    """Record `ids` in `streams` contiguous segments (each warmed up on the `warmup` symbols before it),
+    chunk by chunk; `put(name, row, block)` receives every block of rows. Returns the final state (padding included).
+
+    `state` is the initial state of the first segment (default zeros). `overlap`: post-process each
+    chunk (gates, c, top-k, writes) in a worker thread while the next chunk's fused passes run.
+    """
+    n = len(ids)
+    L = stream_length(n, streams)
+    streams = -(-n // L)
+    device = next(engine.model.parameters()).device
+    ids = np.asarray(ids)
+    after = -1 if next_id is None else int(next_id)
+
+    def symbols(rows: torch.Tensor) -> torch.Tensor:
+        """Symbol ids at text rows `rows` (any shape): ids[r] inside the text, the symbol after the text
+        (-1: unknown) at row n, -1 (padding) beyond. Gathered per chunk: no copy of the whole text."""
+        r = rows.numpy()
+        got = np.take(ids, np.minimum(r, n - 1)).astype(np.int64)
+        got[r >= n] = -1
+        got[r == n] = after
+        return torch.from_numpy(got)
+
+    row0 = (torch.arange(streams) * L).unsqueeze(1)
+
+    first = state if state is not None else engine.zero_state(1)
+    w = min(int(warmup), L)
+    if streams > 1:
+        if w > 0:
+            warm_x = symbols(row0[1:] + torch.arange(-w, 0).unsqueeze(0)).to(device)
+            warmed = engine.advance(warm_x, engine.zero_state(streams - 1))
+        else:
+            warmed = engine.zero_state(streams - 1)
+        state = [tuple(torch.cat([a, b], dim=1) for a, b in zip(f, r)) if isinstance(f, tuple)
+                 else torch.cat([f, r], dim=1) for f, r in zip(first, warmed)]
+    else:
+        state = first
+
+    c_carry = [st[1][0].detach().cpu().numpy().copy() if isinstance(st, tuple) else None for st in state]
+    T = max(1, int(chunk_size) // streams)
+    pool = ThreadPoolExecutor(max_workers=1) if overlap else None
+    pending = None
+    try:
+        for t0 in range(0, L, T):
+            Tc = min(T, L - t0)
+            rows = row0 + torch.arange(t0, t0 + Tc).unsqueeze(0)
+            x, tg = symbols(rows).clamp(min=0).to(device), symbols(rows + 1).to(device)
+            seqs, new_state, kept = engine.forward(x, state)
+            job = partial(_post_chunk, engine, seqs, kept, state, c_carry, tg, put, dtypes, n, L, t0, Tc, on_rows)
+            if pool is None:
+                job()
+            else:  # the next chunk's fused passes run while this chunk's gates, c and writes are done
+                if pending is not None:
+                    pending.result()
+                pending = pool.submit(job)
+            state = new_state
+        if pending is not None:
+            pending.result()
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+    return state
+
+
+# --------------------------------------------------------------------------- deviation of parallel streams
+
+class StreamRowsTee:
+    """Keeps a copy of the rows [start, start + rows) of some arrays as they are recorded (`put` passes
+    every block on to `then`): the second stream's first rows, for `measure_deviation`."""
+
+    def __init__(self, then: Callable[[str, int, np.ndarray], None], specs: dict[str, tuple[tuple, np.dtype]],
+                 start: int, rows: int):
+        """specs: name -> (shape after the row axis, dtype) of each array to keep (see `array_specs`)."""
+        self.then, self.start, self.rows = then, int(start), int(rows)
+        self.kept = {name: np.zeros((self.rows,) + shape, dt) for name, (shape, dt) in specs.items()}
+
+    def __call__(self, name: str, row: int, block: np.ndarray) -> None:
+        if name in self.kept and self.rows:
+            a, b = max(row, self.start), min(row + len(block), self.start + self.rows)
+            if a < b:
+                self.kept[name][a - self.start:b - self.start] = block[a - row:b - row]
+        self.then(name, row, block)
+
+
+def deviation_names(cfg: ModelConfig) -> list[str]:
+    """The arrays a deviation is measured on: every layer's h, and c for LSTMs."""
+    kinds = ("h", "c") if cfg.model == "lstm" else ("h",)
+    return [f"L{l}.{k}" for l in range(cfg.num_layers) for k in kinds]
+
+
+def measure_deviation(engine: _Engine, ids: np.ndarray, boundary: int, warmup: int, exact_state: list,
+                      streamed: dict[str, np.ndarray], chunk_size: int = CHUNK_ROWS) -> dict:
+    """How far the recorded rows after a stream boundary differ from one exact pass.
+
+    streamed: the rows boundary, boundary + 1, ... of the arrays `deviation_names` as the recording
+    stored them (the second stream, warmed up on ids[boundary-warmup:boundary] only; see `StreamRowsTee`).
+    Exact: the same rows recorded from `exact_state`, the state after one pass over ids[:boundary]
+    (the recorder passes the final state of its first stream, which started at row 0 and so is exact),
+    then stored in the same dtypes. Reported: mean and max |difference| over those rows, all layers
+    and units, of h and of tanh(c) (LSTM); these rows follow the boundary, where the warm-up error is largest.
+    """
+    rows = len(next(iter(streamed.values())))
+    seg = ids[boundary:boundary + rows]
+    plain = _Engine(engine.model, gates=False, topk=0, predictions=False)
+    exact = {nm: np.empty((rows, engine.H), np.float32) for nm in streamed}
+
+    def put(name, r, block):
+        exact[name][r:r + len(block)] = block
+    run_streams(plain, seg, put, {nm: np.dtype(np.float32) for nm in streamed}, chunk_size=chunk_size,
+                state=exact_state)
+    result = {"method": (f"rows {boundary}:{boundary + rows} as recorded (a stream starting at row {boundary} "
+                         f"after a {warmup}-symbol warm-up) vs the same rows after one exact pass over the "
+                         "text before them, stored alike; |difference| over all layers and units"),
+              "boundary_row": int(boundary), "rows": int(rows), "warmup": int(warmup)}
+    diffs = {}
+    for name in sorted(streamed):
+        b = streamed[name].astype(np.float32)
+        a = exact[name].astype(streamed[name].dtype).astype(np.float32)  # rounded as the recording rounds
+        if name.endswith(".c"):
+            a, b = np.tanh(a), np.tanh(b)
+        kind = "tanh_c" if name.endswith(".c") else "h"
+        diffs.setdefault(kind, []).append(np.abs(a - b))
+    for kind, parts in diffs.items():
+        d = np.concatenate([p.ravel() for p in parts])
+        result[kind] = {"mean_abs": float(d.mean()), "max_abs": float(d.max())}
+    alld = np.concatenate([np.concatenate([p.ravel() for p in parts]) for parts in diffs.values()])
+    result["mean_abs"], result["max_abs"] = float(alld.mean()), float(alld.max())
+    return result
+
+
+# --------------------------------------------------------------------------- public API
+
+def untrained_like(checkpoint: Checkpoint | str | Path, seed: int = 0) -> Checkpoint:
+    """A freshly initialised model of the same config and vocabulary (seeded): the "untrained" baseline."""
+    ck = checkpoint if isinstance(checkpoint, Checkpoint) else ckpt_mod.load(checkpoint)
+    cfg = ModelConfig(**ck.meta["model_config"]) if "model_config" in ck.meta else ck.model.cfg
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = CharRNN(cfg)
+    model.to(next(ck.model.parameters()).device).eval()
+    meta = dict(ck.meta, untrained={"seed": seed})
+    return Checkpoint(path=ck.path, meta=meta, model=model, vocab=ck.vocab)
+
+
+def record_arrays(model: CharRNN, vocab: Vocab, text: str | bytes, *, gates: bool = True,
+                  topk: int = 5, chunk_size: int = CHUNK_ROWS) -> dict[str, np.ndarray]:
+    """Record a short text in memory (float32 states): the same array names as a recording.
+
+    Also `ids` (int64) and, for byte vocabularies, `char_of_row`. One exact stream.
+    """
+    data = _as_symbols(vocab, text, "the text")
+    ids = vocab.encode(data) if vocab.kind == "char" else np.frombuffer(data, dtype=np.uint8).astype(np.int64)
+    specs = array_specs(model.cfg, gates, topk, float32=True)
+    specs = {k: (shape, np.dtype(np.int64) if k == "topk_ids" else dt) for k, (shape, dt) in specs.items()}
+    out = {k: np.empty((len(ids),) + shape, dtype=dt) for k, (shape, dt) in specs.items()}
+    if len(ids):
+        was = model.training
+        model.eval()
+        try:
+            run_streams(_Engine(model, gates, topk), ids, lambda nm, r, b: out[nm].__setitem__(slice(r, r + len(b)), b),
+                        {k: dt for k, (_, dt) in specs.items()}, chunk_size=chunk_size)
+        finally:
+            model.train(was)
+    out["ids"] = ids
+    if vocab.kind == "byte":
+        out["char_of_row"] = char_of_row_for_bytes(data)
+    return out
+
+
+def _recorded_with(out: Path) -> dict | None:
+    """What an existing complete recording at `out` was made from (the keys `record` compares for reuse)."""
+    try:
+        meta = json.loads((out / "meta.json").read_text())
+        return {"weights": meta["checkpoint"]["sha256"], "untrained": bool(meta["checkpoint"].get("untrained")),
+                "text": meta["text"]["sha256"], "n_rows": meta["n_rows"], "gates": meta["gates"],
+                "topk": meta["topk"], "dtype": meta["dtype"], "streams": meta["streams"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+_TRIM_EVERY_CHUNKS = 32  # free heap pages go back to the kernel this often (each time, the next chunk re-faults them)
+
+
+def record(source: Checkpoint | str | Path, text=None, out: str | Path = "recording", *, part: str = "val",
+           char_range: tuple[int | None, int | None] | None = None, max_chars: int | None = None,
+           gates: bool = True, topk: int = 5, dtype: str = "compact", chunk_size: int = CHUNK_ROWS, streams: int = 1,
+           warmup: int = 300, overwrite: bool = False, untrained: bool = False, progress: bool = False,
+           text_source: str | None = None, overlap: bool | None = None, reuse: bool = False) -> Recording:
+    """Record every state of a model over a text into the folder `out`; returns the opened Recording.
+
+    source: a run/checkpoint folder or a loaded Checkpoint. text: None (the checkpoint's own split `part`),
+    a str/bytes, or a file path (pathlib.Path). `char_range` (start, stop) and `max_chars` count symbols
+    (characters; bytes for byte models). dtype "compact": h and gates float16, c float32; "float32": all float32.
+    `streams` > 1 is faster but not exact: the measured deviation goes into meta.json.
+    `reuse`: if `out` already holds a complete recording of these weights over this text with these
+    options, open and return it as it is; otherwise record (replacing `out`).
+    `overlap` (experimental, off by default: it once hung in libgomp after numba's parallel kernels had
+    run in the same process): compute gates, c, top-k and writes of one chunk in a worker thread while the fused
+    layers run over the next chunk (same numbers). None means off.
+    """
+    t_start = time.perf_counter()
+    # probe/runtime/heap.py: freed buffers (oneDNN's 256 MB workspace a layer and chunk included) are reused instead
+    # of page-faulted anew, every thread allocates from one arena, and free pages go back to the kernel every
+    # 32 chunks: 1.5x faster with 16 streams, peak memory flat over the text's length
+    retain_freed_memory("all")
+    one_arena()
+    if dtype not in ("compact", "float32"):
+        raise ProbeError(f"--dtype must be compact or float32, not {dtype!r}")
+    for name, value, low in (("--topk", topk, 0), ("--streams", streams, 1), ("--warmup", warmup, 0),
+                             ("--chunk-size", chunk_size, 1)):
+        if int(value) < low:
+            raise ProbeError(f"{name} must be at least {low}, not {value}")
+    out = Path(out)
+    if out.exists() and not overwrite and not reuse:
+        raise ProbeError(f"{out} already exists; pass --overwrite to replace it")
+    ck = source if isinstance(source, Checkpoint) else ckpt_mod.load(source)
+    weights_sha = (ck.meta.get("files") or {}).get("model.safetensors")
+    if untrained:
+        ck = untrained_like(ck, seed=0)
+    tt = resolve_text(ck, text, part, char_range, max_chars, text_source)
+    wanted = {"weights": weights_sha, "untrained": bool(untrained), "text": tt.info["sha256"],
+              "n_rows": len(tt.ids), "gates": bool(gates and ck.model.cfg.model != "rnn"),
+              "topk": min(int(topk), ck.model.cfg.vocab_size), "dtype": dtype,
+              "streams": max(1, min(int(streams), len(tt.ids)))}
+    if reuse:
+        if weights_sha is not None and _recorded_with(out) == wanted:
+            kept = Recording.open(out)
+            kept.reused = True
+            return kept
+        overwrite = True
+    unknown = unknown_chars(ck.vocab, tt)
+    model, cfg = ck.model, ck.model.cfg
+    specs = array_specs(cfg, gates, topk, float32=(dtype == "float32"))
+    n = len(tt.ids)
+
+    if overlap is None:  # off by default: a torch call in a worker thread beside the main thread's fused
+        overlap = False  # pass once hung in libgomp (seen in the test suite); opt in with overlap=True
+    writer = RecordingWriter(out, overwrite=overwrite)
+    was_training = model.training
+    model.eval()
+    bar = None
+    try:
+        rows = {name: _RowWriter(writer.array(name, (n,) + shape, dt)) for name, (shape, dt) in specs.items()}
+        engine = _Engine(model, gates, topk)
+        if progress:
+            from tqdm import tqdm
+            bar = tqdm(total=n, unit="sym", unit_scale=True, file=sys.stderr, desc="record")
+        t_loop = time.perf_counter()
+        writes = BackgroundWrites(lambda nm, r, b: rows[nm].put(r, b))  # disk I/O beside the compute
+        chunks_done = [0]
+
+        def on_rows(k: int) -> None:
+            if bar:
+                bar.update(k)
+            chunks_done[0] += 1
+            if chunks_done[0] % _TRIM_EVERY_CHUNKS == 0:
+                give_back_freed_memory()
+        n_streams = max(1, min(int(streams), n))
+        L = stream_length(n, streams)  # rows a stream, as run_streams lays them out
+        tee = StreamRowsTee(writes, {nm: specs[nm] for nm in deviation_names(cfg)}, start=L,
+                            rows=min(DEVIATION_ROWS, L, n - L) if n_streams > 1 else 0)
+        try:
+            final = run_streams(engine, tt.ids, tee, {k: dt for k, (_, dt) in specs.items()},
+                        streams=streams, warmup=warmup, chunk_size=chunk_size, next_id=tt.next_id,
+                        on_rows=on_rows, overlap=overlap)
+        except BaseException:
+            writes.close(drain=False)
+            raise
+        writes.close()
+        loop_seconds = time.perf_counter() - t_loop
+        if n_streams > 1:  # at the real boundary between streams 0 and 1: stream 0's final state is exact
+            first_stream = [tuple(t[:, :1] for t in st) if isinstance(st, tuple) else st[:, :1] for st in final]
+            deviation = dict(measure_deviation(engine, tt.ids, L, min(int(warmup), L), first_stream,
+                                               tee.kept, chunk_size=chunk_size), exact=False)
+        else:
+            deviation = {"exact": True, "mean_abs": 0.0, "max_abs": 0.0,
+                         "method": "one stream over the whole text, state carried from the first symbol"}
+        writer.save_array("ids", tt.ids.astype(np.int32, copy=False))
+        if ck.vocab.kind == "byte":
+            writer.save_array("char_of_row", char_of_row_for_bytes(tt.raw))
+        writer.write_text(tt.text)
+        seconds = time.perf_counter() - t_start
+        meta = {
+            "n_rows": n,
+            "vocab": ck.vocab.to_json(),
+            "model_config": cfg.to_json(),
+            "checkpoint": {"path": str(Path(ck.path).resolve()), "sha256": weights_sha,
+                           "step": ck.meta.get("step"), "untrained": bool(untrained),
+                           **({"untrained_seed": 0} if untrained else {})},
+            "text": tt.info,
+            "unknown_chars": unknown,
+            "gates": bool(gates and cfg.model != "rnn"),
+            "topk": min(int(topk), cfg.vocab_size),
+            "dtype": dtype,
+            "streams": n_streams,
+            "warmup": int(warmup) if n_streams > 1 else 0,
+            "chunk_size": int(chunk_size),
+            "deviation": deviation,
+            "probe_version": __version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "seconds": round(seconds, 3),
+            "record_seconds": round(loop_seconds, 3),
+            "chars_per_s": round(tt.info["n_chars"] / seconds, 1) if seconds > 0 else None,
+            "rows_per_s": round(n / seconds, 1) if seconds > 0 else None,
+        }
+        writer.finish(meta)
+    except OSError as e:
+        writer.abort()
+        what = e.strerror or str(e)
+        hint = " (disk full?)" if getattr(e, "errno", None) == 28 else ""
+        raise ProbeError(f"cannot write the recording {out}: {what}{hint}; nothing was kept") from None
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+        model.train(was_training)
+    return Recording.open(out)
