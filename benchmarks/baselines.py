@@ -67,7 +67,7 @@ def load_corpus(name: str, vocab: Vocab | None = None, split_json: dict | None =
         raise ProbeError(f"the model's split of {name} counts {split.n:,} symbols, the corpus {len(data.ids):,}")
     raw = corpus.read_bytes(corpus.BUNDLED[name])
     a, b = split.range("val")
-    if data.vocab.kind == "byte":
+    if data.vocab.encoding == "byte":
         train_b, test_b = raw[:a], raw[b:]
     else:
         text = decode_utf8(raw, name)  # char ids are code points, one per character
@@ -116,9 +116,9 @@ def _row(method: str, bits: float, n_bytes: int | None, n_chars: int, seconds: f
 
 
 def render(cs: CorpusSplit, rows: list[dict], markdown: bool, quick: bool) -> str:
-    per_byte = cs.vocab.kind == "byte"
+    per_byte = cs.vocab.encoding == "byte"
     a, b = cs.split.range("val")
-    head = (f"{cs.name}: test split symbols {b:,}..{cs.split.n:,} of {cs.split.n:,} ({cs.vocab.kind}s); "
+    head = (f"{cs.name}: test split symbols {b:,}..{cs.split.n:,} of {cs.split.n:,} ({cs.vocab.encoding}s); "
             f"{len(cs.test_bytes):,} bytes, {cs.test_chars:,} characters"
             + ("  [QUICK: slices, not comparable]" if quick else ""))
     cols = ["method", "test bits/char"] + (["test bits/byte"] if per_byte else [])
@@ -177,7 +177,7 @@ def _run(args: argparse.Namespace) -> int:
         if models:
             vocab, split_json = models[0].vocab, models[0].meta["data"]["split"]
             for other in models[1:]:
-                if other.meta["data"]["split"] != split_json or other.vocab.kind != vocab.kind:
+                if other.meta["data"]["split"] != split_json or other.vocab.encoding != vocab.encoding:
                     raise ProbeError(f"the models given for {name} use different splits or vocabularies")
         cs = load_corpus(name, vocab, split_json, quick=args.quick)
         rows = compressor_rows(cs) + [ngram_row(cs, order) for order in args.order]

@@ -27,6 +27,7 @@ from probe.analysis import concepts  # noqa: E402
 from probe.analysis.neurons import find_neurons  # noqa: E402
 from probe.record.recording import Recording, RecordingWriter  # noqa: E402
 from probe.data.vocab import Vocab  # noqa: E402
+from probe.names import array_name  # noqa: E402
 
 
 def make_text(n: int, seed: int = 0) -> str:
@@ -49,14 +50,15 @@ def build(out: Path, n: int, layers: int, hidden: int, seed: int = 0) -> Path:
     w = RecordingWriter(out, overwrite=True)
     rng = np.random.default_rng(seed)
     chunk = 65536
-    writers = {f"L{l}.{k}": w.array(f"L{l}.{k}", (n, hidden), np.float16) for l in range(layers) for k in "hc"}
+    names = [array_name(l, k) for l in range(layers) for k in "hc"]
+    writers = {name: w.array(name, (n, hidden), np.float16) for name in names}
     for s in range(0, n, chunk):
         e = min(n, s + chunk)
         for name, wr in writers.items():
             a = rng.standard_normal((e - s, hidden), dtype=np.float32)
             if name.endswith(".h"):
                 a = np.tanh(a)
-            if name == f"L{layers - 1}.c":
+            if name == array_name(layers - 1, "c"):
                 a[:, 7] = labels[s:e] * 2 + 0.5 * a[:, 7]
             wr.write(a.astype(np.float16))
     w.save_array("ids", vocab.encode(text))

@@ -29,6 +29,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("NUMBA_CACHE_DIR", str(Path.home() / ".cache" / "probe" / "numba"))
 
+from probe.runtime.heap import apply_heap_policy  # noqa: E402
+from probe.runtime.threads import apply_thread_policy  # noqa: E402
+
+apply_thread_policy()  # as `probe record` runs: CPU thread policy before torch loads (probe/runtime/threads.py)
+apply_heap_policy("record")  # and its heap setting (probe/runtime/heap.py)
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
@@ -36,6 +41,7 @@ from probe.model import checkpoint  # noqa: E402
 from probe.data.corpus import BUNDLED, read_bytes  # noqa: E402
 from probe.record.recorder import CHUNK_ROWS  # noqa: E402
 from probe.model.charrnn import CharRNN, ModelConfig  # noqa: E402
+from probe.names import array_name  # noqa: E402
 from probe.data.vocab import Vocab  # noqa: E402
 
 
@@ -71,8 +77,7 @@ def plain_inference(model: CharRNN, ids: np.ndarray, streams: int, chunk_size: i
     return time.perf_counter() - t
 
 
-def speed(ck_path: Path, n_chars: int, streams_list: list[int], chunk_size: int, tmp: Path,
-          overlaps: tuple = (None,)) -> list[dict]:
+def speed(ck_path: Path, n_chars: int, streams_list: list[int], chunk_size: int, tmp: Path) -> list[dict]:
     from probe.record.recorder import record
     ck = checkpoint.load(ck_path)
     data = text_of(n_chars)
@@ -81,17 +86,15 @@ def speed(ck_path: Path, n_chars: int, streams_list: list[int], chunk_size: int,
     record(ck, data[:2000], tmp / "warm", overwrite=True)  # compile/load the numba kernel first
     for streams in streams_list:
         plain = plain_inference(ck.model, ids, streams, chunk_size)
-        for overlap in overlaps:
-            t = time.perf_counter()
-            rec = record(ck, data, tmp / f"rec-{streams}", streams=streams, chunk_size=chunk_size,
-                         overwrite=True, overlap=overlap)
-            full = time.perf_counter() - t
-            rows.append({"model": ck_path.name, "chars": n_chars, "streams": streams,
-                         "overlap": {None: "auto", True: "yes", False: "no"}[overlap], "plain_cps": n_chars / plain,
-                         "record_cps": n_chars / full, "record_loop_cps": n_chars / rec.meta["record_seconds"],
-                         "ratio": plain / full, "deviation_max": rec.meta["deviation"]["max_abs"],
-                         "disk_mb": sum(f.stat().st_size for f in rec.path.iterdir()) / 1e6})
-            shutil.rmtree(rec.path)
+        t = time.perf_counter()
+        rec = record(ck, data, tmp / f"rec-{streams}", streams=streams, chunk_size=chunk_size, overwrite=True)
+        full = time.perf_counter() - t
+        rows.append({"model": ck_path.name, "chars": n_chars, "streams": streams, "plain_cps": n_chars / plain,
+                     "record_cps": n_chars / full, "record_loop_cps": n_chars / rec.meta["record_seconds"],
+                     "ratio": plain / full, "deviation_s": rec.meta.get("deviation_seconds", 0.0),
+                     "deviation_max": rec.meta["deviation"]["max_abs"],
+                     "disk_mb": sum(f.stat().st_size for f in rec.path.iterdir()) / 1e6})
+        shutil.rmtree(rec.path)
     return rows
 
 
@@ -118,7 +121,7 @@ def memory_child(ck_path: str, n_chars: int, out: str, chunk_size: int) -> None:
     disk = sum(f.stat().st_size for f in Path(out).iterdir())
     print(json.dumps({"chars": n_chars, "rows": rec.n_rows, "seconds": seconds, "peak_rss_mb": peak[0] / 2 ** 20,
                       "rss_before_mb": base / 2 ** 20, "disk_mb": disk / 1e6,
-                      "max_abs_c": float(max(np.abs(rec.array(f"L{l}.c")[-100_000:]).max()
+                      "max_abs_c": float(max(np.abs(rec.array(array_name(l, "c"))[-100_000:]).max()
                                              for l in range(rec.num_layers)))}))
 
 
@@ -157,9 +160,6 @@ def main(argv: list[str] | None = None) -> None:
                    help="layers of the memory-run model (smaller than 3x512: its recording must fit the disk)")
     p.add_argument("--memory-size", type=int, default=32)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    p.add_argument("--compare-overlap", action="store_true",
-                   help="also time record(overlap=True/False); with several torch threads overlap can be "
-                        "many times slower (oversubscribed cores)")
     args = p.parse_args(argv)
     if args.quick:
         args.layers, args.size, args.chars, args.streams = 2, 64, 20_000, "1,4"
@@ -172,15 +172,13 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-record-") as d:
         tmp = Path(d)
         print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cores", flush=True)
-        overlaps = (None, True, False) if args.compare_overlap else (None,)
-        rows = speed(make_checkpoint(tmp, args.layers, args.size), args.chars, streams, args.chunk_size, tmp,
-                     overlaps)
+        rows = speed(make_checkpoint(tmp, args.layers, args.size), args.chars, streams, args.chunk_size, tmp)
         print("\nspeed: full recording (h, c, gates, top-5, loss, to disk) vs plain inference (forward + softmax)")
         print(table(rows, [("model", "model", "s"), ("chars", "chars", ","), ("streams", "streams", "d"),
-                           ("overlap", "overlap", "s"), ("plain_cps", "plain chars/s", ",.0f"),
+                           ("plain_cps", "plain chars/s", ",.0f"),
                            ("record_cps", "record chars/s", ",.0f"),
                            ("ratio", "ratio", ".2f"), ("record_loop_cps", "record loop chars/s", ",.0f"),
-                           ("deviation_max", "max |dev|", ".3g"), ("disk_mb", "disk MB", ",.0f")]), flush=True)
+                           ("deviation_s", "deviation s", ".2f"), ("deviation_max", "max |dev|", ".3g"), ("disk_mb", "disk MB", ",.0f")]), flush=True)
         mem = memory(make_checkpoint(tmp, args.memory_layers, args.memory_size), args.memory_chars,
                      args.chunk_size, tmp)
         print("\nmemory: one process recording a long text (peak RSS sampled every 20 ms)")

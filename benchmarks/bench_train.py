@@ -20,12 +20,14 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from probe.runtime.threads import apply_thread_policy  # noqa: E402
+
+apply_thread_policy()  # as `probe train` runs: CPU thread policy before torch loads (probe/runtime/threads.py)
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
 from probe.data.corpus import BUNDLED, read_bytes  # noqa: E402
 from probe.train.loop import TrainConfig, evaluate, load_data, train  # noqa: E402
 

@@ -5,8 +5,9 @@
 
 The server reads the memory-mapped recording one window (2,000 rows) at a
 time; the browser colors the text itself (assets/probe_text.js), so that
-switching units needs no round trip. Callbacks never raise to Dash: every
-problem becomes a message in the page.
+switching units needs no round trip. Every value a callback receives is
+checked at the edge (dashboards/inputs.py: one check per field type), and
+callbacks never raise to Dash: every problem becomes a message in the page.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import argparse
 import functools
 import logging
 import sys
+import traceback
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: python dashboards/app.py
@@ -23,16 +25,23 @@ import plotly.graph_objects as go  # noqa: E402
 from dash import ClientsideFunction, Dash, Input, Output, State, ctx, dcc, html, no_update  # noqa: E402
 from dash.exceptions import PreventUpdate  # noqa: E402
 
+from dashboards.inputs import as_dict, as_int, as_records, clipped  # noqa: E402
 from dashboards.layout import TABS, page  # noqa: E402
 from dashboards.service import DashboardService  # noqa: E402
 from probe.errors import ProbeError  # noqa: E402
+from probe.runtime.threads import apply_thread_policy  # noqa: E402
 
 log = logging.getLogger("probe.dashboard")
 ASSETS = Path(__file__).resolve().parent / "assets"
 
 
 def guarded(n_outputs: int, message_at: int):
-    """Turn any exception of a callback into a message at output `message_at` (other outputs untouched)."""
+    """Turn any exception of a callback into a message at output `message_at` (other outputs untouched).
+
+    Bad input is a ProbeError from the checks in dashboards.inputs, shown as it is. Anything else is a
+    bug: the page says "internal error" and the log gets the stack and the error clipped (a request's
+    values can be megabytes; they are never logged whole).
+    """
     def deco(fn):
         @functools.wraps(fn)
         def wrapper(*args):
@@ -41,10 +50,11 @@ def guarded(n_outputs: int, message_at: int):
             except PreventUpdate:
                 raise
             except ProbeError as e:
-                text = str(e)
+                text = clipped(str(e), 500)
             except Exception as e:  # noqa: BLE001 - the page must show something, never an HTTP 500
-                log.exception("dashboard callback %s failed", fn.__name__)
-                text = f"internal error ({type(e).__name__}): {str(e).splitlines()[0][:200] if str(e) else ''}"
+                log.error("dashboard callback %s failed: %s: %s\n%s", fn.__name__, type(e).__name__,
+                          clipped(str(e)), "".join(traceback.format_tb(e.__traceback__)).rstrip())
+                text = f"internal error ({type(e).__name__}): {clipped(str(e), 200)}"
             out = [no_update] * n_outputs
             out[message_at] = text
             return tuple(out) if n_outputs > 1 else out[0]
@@ -77,7 +87,7 @@ def _install_error_handler(app: Dash) -> None:
     def _bad_request(e):  # malformed requests end as 400 with a line, never a 500 with a traceback
         if isinstance(e, HTTPException) and e.code is not None and e.code < 500:
             return e
-        log.warning("dashboard request failed: %s: %s", type(e).__name__, e)
+        log.warning("dashboard request failed: %s: %s", type(e).__name__, clipped(str(e)))
         return {"message": f"bad request: {type(e).__name__}"}, 400
 
 
@@ -91,8 +101,8 @@ def _register(app: Dash, svc: DashboardService) -> None:
                   State("win-pos", "data"), State("goto", "value"), State("brush-matches", "data"))
     @guarded(4, 3)
     def load_window(_p, _n, _g, _s, match_cell, layer, kind, pos, goto, matches):
-        pos = pos if isinstance(pos, dict) else {}
-        start, mark = pos.get("start", 0), pos.get("mark")
+        pos = pos if isinstance(pos, dict) else {}  # the page's own store: a bad one starts over at row 0
+        start, mark = pos.get("start") or 0, pos.get("mark")
         trig = ctx.triggered_id
         if trig == "win-prev":
             start, mark = svc.step_window(start, -1), None
@@ -101,20 +111,23 @@ def _register(app: Dash, svc: DashboardService) -> None:
         elif trig in ("goto-btn", "goto"):
             start, mark = svc.centre_on(goto), None
         elif trig == "brush-matches":
-            if not isinstance(match_cell, dict) or not isinstance(matches, list):
+            if match_cell is None:
                 raise PreventUpdate
-            m = next((m for m in matches if isinstance(m, dict) and m.get("id") == match_cell.get("row_id")), None)
+            row_id = as_dict(match_cell, "table cell").get("row_id")
+            m = next((m for m in as_records(matches, "list of places") if m.get("id") == row_id), None)
             if m is None:
                 raise ProbeError("no such place in the list")
-            start = svc.centre_on(m["row"])
-            mark = [m["row"], m["row"] + m["length"]]
+            row = as_int(m.get("row"), "row of the place")
+            start = svc.centre_on(row)
+            mark = [row, row + as_int(m.get("length"), "length of the place", 1, svc.rec.n_rows)]
         win = svc.window(start, layer, kind, mark)
         label = f"rows {win['start']:,}\u2013{win['stop'] - 1:,} of {win['n_rows']:,}"
         return win, {"start": win["start"], "mark": mark}, label, ""
 
     app.clientside_callback(ClientsideFunction("probe", "renderMain"),
                             Output("render-info", "data"), Output("unit-msg", "children"),
-                            Output("unit-name", "children"), Input("win", "data"), Input("unit-index", "value"), Input("topk", "value"))
+                            Output("unit-name", "children"), Input("win", "data"), Input("unit-index", "value"),
+                            Input("topk", "value"))
     app.clientside_callback(ClientsideFunction("probe", "stepUnit"),
                             Output("unit-index", "value", allow_duplicate=True),
                             Input("unit-next", "n_clicks"), Input("unit-prev", "n_clicks"),
@@ -131,9 +144,9 @@ def _register(app: Dash, svc: DashboardService) -> None:
     @guarded(4, 3)
     def pick_unit(find_cell, brush_cell):
         cell = find_cell if ctx.triggered_id == "find-table" else brush_cell
-        if not isinstance(cell, dict) or cell.get("row_id") is None:
+        if cell is None:
             raise PreventUpdate
-        u = svc.unit_from_name(cell["row_id"])
+        u = svc.unit_from_name(as_dict(cell, "table cell").get("row_id"))
         return u.layer, u.kind, u.index, ""
 
     # ---------------------------------------------------------------- find neurons
@@ -166,6 +179,19 @@ def _register(app: Dash, svc: DashboardService) -> None:
             raise PreventUpdate
         return render_card(svc.card(layer, kind, index)), ""
 
+    # ---------------------------------------------------------------- the card's unit ablated on the window (on demand)
+    @app.callback(Output("ablate-body", "children"), Output("ablate-summary", "children"),
+                  Output("ablate-msg", "children"),
+                  Input("ablate-btn", "n_clicks"), State("layer", "value"), State("kind", "value"),
+                  State("unit-index", "value"), State("win-pos", "data"), State("concept", "value"),
+                  State("regex", "value"), State("regex-flags", "value"), prevent_initial_call=True)
+    @guarded(3, 2)
+    def ablation_view(_n, layer, kind, index, pos, concept, pattern, flags):
+        start = as_dict(pos, "window position").get("start") or 0
+        fig, summary, _ = svc.ablation(layer, kind, index, start, concept, pattern, flags or "")  # checks each value
+        fig.update_layout(width=None, autosize=True)
+        return dcc.Graph(figure=fig, config={"displaylogo": False}, responsive=True), summary, ""
+
     # ---------------------------------------------------------------- model views (lazy)
     @app.callback(Output("model-body", "children"), Output("model-msg", "children"),
                   Input("tabs", "value"), Input("model-view", "value"), Input("concept", "value"),
@@ -177,6 +203,20 @@ def _register(app: Dash, svc: DashboardService) -> None:
         fig = go.Figure(svc.model_view(view, concept, layer, kind))  # a copy: the cached figure stays as built
         fig.update_layout(width=None, autosize=True)
         return dcc.Graph(figure=fig, config={"displaylogo": False}, responsive=True), ""
+
+    # ---------------------------------------------------------------- Δloss against a baseline (on demand)
+    @app.callback(Output("delta-body", "children"), Output("delta-summary", "children"),
+                  Output("delta-msg", "children"),
+                  Input("delta-btn", "n_clicks"), Input("delta-baseline", "n_submit"), Input("win-pos", "data"),
+                  State("delta-baseline", "value"), State("delta-body", "children"), prevent_initial_call=True)
+    @guarded(3, 2)
+    def delta_view(_n, _s, pos, baseline, current):
+        if ctx.triggered_id == "win-pos" and not current:
+            raise PreventUpdate  # the window moved before any baseline was asked for
+        start = as_dict(pos, "window position").get("start") or 0
+        fig, summary = svc.delta_window(baseline, start)  # checks the baseline and the start
+        fig.update_layout(width=None, autosize=True)
+        return dcc.Graph(figure=fig, config={"displaylogo": False}, responsive=True), summary, ""
 
     # ---------------------------------------------------------------- live text and clamping
     @app.callback(Output("live-win", "data"), Output("live-msg", "children"),
@@ -199,11 +239,11 @@ def _register(app: Dash, svc: DashboardService) -> None:
                   State("clamp-seed", "value"), prevent_initial_call=True)
     @guarded(2, 1)
     def clamp(_n, prime, layer, kind, index, value, length, seed):
-        free, held = svc.clamp(prime, layer, kind, index, value, length, seed)
-        name = f"L{layer}.{kind}.{index}"
+        free, held = svc.clamp(prime, layer, kind, index, value, length, seed)  # checks every value
+        name = svc.unit(layer, kind, index).name
         return html.Div([
             html.Div("free-running:", className="note"), html.Div(free, className="clamp-out", id="clamp-free"),
-            html.Div(f"with {name} clamped to {value}:", className="note"),
+            html.Div(f"with {name} clamped to {float(value):g}:", className="note"),
             html.Div(held, className="clamp-out", id="clamp-held"),
         ]), ""
 
@@ -243,28 +283,37 @@ def render_card(card) -> html.Div:
 
 # ------------------------------------------------------------------------ command line
 
-def serve(args: argparse.Namespace) -> int:
-    if not 0 < args.port < 65536:
-        raise ProbeError(f"--port must be between 1 and 65535, not {args.port}")
-    app = create_app(args.recording, args.checkpoint)
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"probe dashboard: warning: serving on {args.host}: anyone who can reach it can read the "
-              "recording", file=sys.stderr)
-    print(f"probe dashboard: {app.probe_service.describe()}\n  open http://{args.host}:{args.port}/",
-          file=sys.stderr)
-    app.run(host=args.host, port=args.port, debug=False)
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def serve(recording, checkpoint=None, *, host: str = "127.0.0.1", port: int = 8050) -> int:
+    """Serve the dashboard over `recording` until interrupted (debug off); `checkpoint` enables live text."""
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        raise ProbeError(f"port must be between 1 and 65535, not {port!r}")
+    if not isinstance(host, str) or not host:
+        raise ProbeError(f"host must be an address such as 127.0.0.1, not {host!r}")
+    app = create_app(recording, checkpoint)
+    if host not in LOCAL_HOSTS:
+        print(f"probe dashboard: warning: serving on {host}: anyone who can reach it can read the recording",
+              file=sys.stderr)
+    print(f"probe dashboard: {app.probe_service.describe()}\n  open http://{host}:{port}/", file=sys.stderr)
+    app.run(host=host, port=port, debug=False)
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    from probe.cli.commands.dashboard import add_arguments
+    """`python dashboards/app.py RECORDING [--checkpoint RUN] [--host H] [--port P]` (as `probe dashboard`)."""
     parser = argparse.ArgumentParser(prog="dashboards/app.py", description=__doc__.splitlines()[0])
-    add_arguments(parser)
+    parser.add_argument("recording", help="a recording folder (made by probe record)")
+    parser.add_argument("--checkpoint", default=None, help="run or checkpoint folder for live text")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8050, help="port (default 8050)")
     args = parser.parse_args(argv)
     try:
-        return serve(args)
+        apply_thread_policy()  # the server process's CPU threads (probe/runtime/threads.py), before torch loads
+        return serve(args.recording, args.checkpoint, host=args.host, port=args.port)
     except ProbeError as e:
-        print(f"probe dashboard: error: {e}", file=sys.stderr)
+        print(f"dashboards/app.py: error: {e}", file=sys.stderr)
         return 2
 
 

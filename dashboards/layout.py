@@ -89,6 +89,23 @@ def card_panel() -> html.Div:
     return html.Div(id="panel-card", className="panel", style={"display": "none"}, children=[
         html.Div(id="card-msg", className="msg"),
         dcc.Loading(html.Div(id="card-body")),
+        ablation_section(),
+    ])
+
+
+def ablation_section() -> html.Div:
+    """In the neuron card: the unit's ablation effect on the current window, on demand (needs the model)."""
+    return html.Div(id="ablation-section", children=[
+        html.H4("is it used? hold it at its mean over this window"),
+        html.Div(className="controls", children=[
+            html.Button("measure ablation on this window", id="ablate-btn"),
+            html.Span("(the model reruns the window's text with the unit held, and with 10 random units of its "
+                      "layer and kind; inside and outside the Find tab's concept when it occurs here)",
+                      className="note"),
+        ]),
+        html.Div(id="ablate-msg", className="msg"),
+        html.Div(id="ablate-summary", className="note"),
+        dcc.Loading(html.Div(id="ablate-body")),
     ])
 
 
@@ -132,6 +149,24 @@ def live_panel(svc: DashboardService) -> html.Div:
     ])
 
 
+def delta_section() -> html.Details:
+    """Under the text: the current window colored by Δloss against an n-gram baseline (on demand)."""
+    return html.Details(id="delta-section", children=[
+        html.Summary("color this window by Δloss against a baseline"),
+        html.Div(className="controls", children=[
+            html.Label("baseline"),
+            dcc.Input(id="delta-baseline", type="text", value="ngram:5", placeholder="ngram:N",
+                      style={"width": "110px"}, debounce=False),
+            html.Button("show Δloss", id="delta-btn"),
+            html.Span("(n-gram fitted on the checkpoint's training split; the first fit of a corpus takes a while)",
+                      className="note"),
+        ]),
+        html.Div(id="delta-msg", className="msg"),
+        html.Div(id="delta-summary", className="note"),
+        dcc.Loading(html.Div(id="delta-body")),
+    ])
+
+
 def page(svc: DashboardService) -> html.Div:
     return html.Div(className="probe-page", children=[
         html.Div(className="probe-header", children=[
@@ -139,7 +174,8 @@ def page(svc: DashboardService) -> html.Div:
         unit_controls(svc),
         html.Div(className="main", children=[
             html.Div(className="left", children=[window_controls(svc),
-                                                 html.Div(id="text-view", className="text-view")]),
+                                                 html.Div(id="text-view", className="text-view"),
+                                                 delta_section()]),
             html.Div(className="right", children=[
                 dcc.Tabs(id="tabs", value="find", children=[dcc.Tab(label=l, value=v) for v, l in TABS]),
                 find_panel(svc), brush_panel(), card_panel(), model_panel(svc), live_panel(svc)]),

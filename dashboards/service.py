@@ -14,12 +14,16 @@ from pathlib import Path
 import numpy as np
 
 from probe.analysis import safe_regex
-from dashboards.windows import WINDOW_ROWS, as_int, check_unit, payload, window_payload
+from dashboards.inputs import as_baseline, as_choices, as_dict, as_float, as_int, as_text, shown
+from dashboards.windows import WINDOW_ROWS, check_unit, payload, window_bounds, window_payload
 from probe.errors import ProbeError
+from probe.runtime.threads import interactive_threads
 from probe.record.recording import Recording, Unit, array_name
 
 MAX_LIVE_CHARS = 20_000
 MAX_TABLE_ROWS = 200
+MAX_FIELD_CHARS = 10_000  # any short text field (the regex's own limit is checked by safe_regex)
+MAX_SEED = 2 ** 63 - 1
 
 
 def _lru_put(cache: OrderedDict, key, value, size: int) -> None:
@@ -43,12 +47,16 @@ class DashboardService:
         self._live: OrderedDict = OrderedDict()
         self._cards: OrderedDict = OrderedDict()
         self._views: dict = {}
+        self._deltas: OrderedDict = OrderedDict()  # Δloss per baseline spec, whole text
+        self._delta_lock = threading.Lock()
+        self._ablations: OrderedDict = OrderedDict()  # one unit's ablation per window and concept
 
     # ------------------------------------------------------------------ description
     def describe(self) -> str:
+        from probe.record.deviation import summary_line
         r = self.rec
-        return (f"{r.path.name}: {r.n_rows:,} rows, {r.model_kind.upper()} {r.num_layers}x{r.hidden_size}, "
-                f"kinds {', '.join(r.kinds)}")
+        return (f"{r.path.name}: {r.n_rows:,} rows, {r.cell.upper()} {r.num_layers}x{r.hidden_size}, "
+                f"kinds {', '.join(r.kinds)}; {summary_line(r.meta)}")
 
     def checkpoint_path(self) -> Path | None:
         """--checkpoint, else the checkpoint named in the recording's meta.json if it is still there."""
@@ -88,36 +96,32 @@ class DashboardService:
 
     # ------------------------------------------------------------------ units
     def unit_from_name(self, name) -> Unit:
-        if not isinstance(name, str):
-            raise ProbeError("malformed unit name")
-        return self.rec.check_unit(name)
+        return self.rec.check_unit(as_text(name, "unit name", 40))
 
     def unit(self, layer, kind, index) -> Unit:
         return check_unit(self.rec, layer, kind, index)
 
     # ------------------------------------------------------------------ find neurons
     def concept_names(self) -> list[str]:
-        try:
-            from probe.analysis import concepts
-        except ImportError:
-            return []
-        b = getattr(concepts, "BUILTIN", {})
-        return sorted(b) if isinstance(b, dict) else sorted(getattr(c, "name", str(c)) for c in b)
+        from probe.analysis import concepts
+        return sorted(concepts.BUILTIN)
 
     def make_concept(self, builtin, pattern, flags=""):
         """A built-in concept by name, or a regex concept whose matching ran with a time limit."""
-        if isinstance(pattern, str) and pattern.strip():
-            flags = flags if isinstance(flags, str) else ""
+        pattern = as_text(pattern, "regular expression", MAX_FIELD_CHARS, required=False)
+        flags = as_text(flags, "regex flags", 10, required=False)
+        builtin = as_text(builtin, "concept", 100, required=False)
+        if pattern.strip():
             labels, n, cut = safe_regex.regex_labels(pattern, self.rec.text, flags, timeout=self.regex_timeout)
             if n == 0:
-                raise ProbeError(f"the regular expression {pattern!r} matches nothing in this text")
+                raise ProbeError(f"the regular expression {shown(pattern, 80)} matches nothing in this text")
             note = f" (stopped at the first {n:,} matches)" if cut else ""
             from probe.analysis.concepts import from_function
             values = labels.astype(np.uint8)
             concept = from_function(f"/{pattern}/{flags}", lambda text: values, "binary",
                                     f"inside matches of /{pattern}/{flags}: {n:,} matches{note}")
             return concept, n, cut
-        if not isinstance(builtin, str) or not builtin:
+        if not builtin:
             raise ProbeError("type a regular expression or pick a built-in concept")
         from probe.analysis import concepts
         if builtin not in self.concept_names():
@@ -126,7 +130,7 @@ class DashboardService:
 
     def find(self, builtin, pattern, flags="", kinds=None) -> tuple[list[dict], str]:
         """Rows of the find-neurons table (held-out scores) and a one-line summary."""
-        kinds = [k for k in (kinds or []) if isinstance(k, str) and k in self.rec.kinds] or None
+        kinds = as_choices(kinds, "kinds", self.rec.kinds) or None
         concept, n, cut = self.make_concept(builtin, pattern, flags)
         from probe.analysis.neurons import find_neurons
         table = find_neurons(self.rec, concept, kinds=kinds).table.head(MAX_TABLE_ROWS)
@@ -143,9 +147,9 @@ class DashboardService:
     # ------------------------------------------------------------------ brush
     def brush(self, data) -> tuple[list[dict], list[dict], str]:
         from probe.analysis.hypothesis import brush
-        if not isinstance(data, dict):
-            raise ProbeError("malformed selection")
-        res = brush(self.rec, data.get("start"), data.get("stop"))
+        data = as_dict(data, "selection")
+        start, stop = as_int(data.get("start"), "selection start", 0), as_int(data.get("stop"), "selection end", 0)
+        res = brush(self.rec, start, stop)
         units = [{"id": r["unit"], "unit": r["unit"], "score": round(float(r["score"]), 3),
                   "sign": "on" if r["sign"] > 0 else "off", "inside": round(float(r["inside"]), 4),
                   "outside": round(float(r["outside"]), 4), "separation": round(float(r["separation"]), 3)}
@@ -153,8 +157,7 @@ class DashboardService:
         matches = [{"id": str(i), "row": m["start"], "length": m["stop"] - m["start"],
                     "context": _show(m["before"]) + "[" + _show(m["match"]) + "]" + _show(m["after"])}
                    for i, m in enumerate(res.matches)]
-        text = self.rec.text[int(self.rec.char_of_row[res.start]):int(self.rec.char_of_row[res.stop - 1]) + 1]
-        summary = (f"selection rows {res.start}:{res.stop} {text[:60]!r}: {len(units)} units; "
+        summary = (f"selection rows {res.start}:{res.stop} {res.text[:60]!r}: {len(units)} units; "
                    f"the pattern of {', '.join(res.pattern_units)} recurs at {res.n_matches} other places")
         return units, matches, summary
 
@@ -171,21 +174,19 @@ class DashboardService:
     # ------------------------------------------------------------------ live text
     def live(self, text, layer, kind) -> dict:
         """Run the model on typed text (cached per text) and return a payload for one layer and kind."""
-        if not isinstance(text, str) or not text:
-            raise ProbeError("type or paste some text first")
-        if len(text) > MAX_LIVE_CHARS:
-            raise ProbeError(f"live text is limited to {MAX_LIVE_CHARS:,} characters (got {len(text):,})")
+        text = as_text(text, "live text", MAX_LIVE_CHARS, prompt="type or paste some text first")
+        u = self.unit(layer, kind, 0)
         ck = self.checkpoint()
         key = hashlib.sha256(text.encode("utf-8")).hexdigest()
         if key not in self._live:
             from probe.record.recorder import record_arrays
-            with self._lock:
+            with self._lock, interactive_threads():  # the cores free now: both alone, one beside a busy neighbour
                 arrays = record_arrays(ck.model, ck.vocab, text, gates=True, topk=5)
             _lru_put(self._live, key, arrays, 4)
         arrays = self._live[key]
-        if not isinstance(kind, str) or array_name(as_int(layer, "layer"), kind) not in arrays:
-            raise ProbeError(f"live text has no {str(layer)[:5]}/{str(kind)[:5]}: pick a layer and kind of the model")
-        L = as_int(layer, "layer")
+        L, kind = u.layer, u.kind
+        if array_name(L, kind) not in arrays:
+            raise ProbeError(f"live text has no {u.site.label}: pick a layer and kind of the model")
         acts = np.asarray(arrays[array_name(L, kind)], np.float32)
         n = len(acts)
         if "char_of_row" in arrays:
@@ -203,18 +204,16 @@ class DashboardService:
 
     def clamp(self, prime, layer, kind, index, value, length, seed) -> tuple[str, str]:
         """Text generated without and with the unit clamped (same seed)."""
-        from dashboards.clamp import generate_clamped
+        from dashboards.clamp import MAX_LENGTH, MAX_PRIME, generate_clamped
+        u = self.unit(layer, kind, index)
+        if u.kind not in ("h", "c"):
+            raise ProbeError(f"cannot clamp {u.name}: pick an h or c unit (a gate is computed, not carried)")
+        v = as_float(value, "clamp value", -1e4, 1e4)
+        n = as_int(length, "length", 1, MAX_LENGTH)
+        s = as_int(seed, "seed", 0, MAX_SEED)
+        prime = as_text(prime, "prime text", MAX_LIVE_CHARS, required=False)[-MAX_PRIME:]
         ck = self.checkpoint()
-        if kind not in ("h", "c"):
-            raise ProbeError(f"cannot clamp a {str(kind)[:5]!r} unit: pick an h or c unit")
-        u = Unit(as_int(layer, "layer"), kind, as_int(index, "unit index"))
-        try:
-            v = float(value)
-        except (TypeError, ValueError):
-            raise ProbeError(f"the clamp value must be a number, not {str(value)[:20]!r}") from None
-        n, s = as_int(length, "length"), as_int(seed, "seed")
-        prime = prime if isinstance(prime, str) else ""
-        with self._lock:
+        with self._lock, interactive_threads():
             free = generate_clamped(ck.model, ck.vocab, prime, n, unit=None, seed=s)
             held = generate_clamped(ck.model, ck.vocab, prime, n, unit=u, value=v, seed=s)
         return free, held
@@ -226,8 +225,9 @@ class DashboardService:
     def model_view(self, name, concept=None, layer=None, kind=None):
         """A plotly figure for one model view, computed on first use (the embedding: of the chosen layer/kind)."""
         if not isinstance(name, str) or name not in self.MODEL_VIEWS:
-            raise ProbeError(f"no model view {str(name)[:30]!r}")
-        concept = concept if isinstance(concept, str) else None
+            raise ProbeError(f"no model view {shown(name, 30)}")
+        names = self.concept_names()
+        concept = concept if isinstance(concept, str) and concept in names else None  # one cache key per view
         if name == "embedding":
             u = self.unit(layer, kind, 0)
             layer, kind = u.layer, u.kind
@@ -261,8 +261,6 @@ class DashboardService:
             df = embed_states(self.rec, layer=layer, kind=kind, method="pca", concept=c, n=3000)
             return figures.embedding_figure(df, concept=c.name, method="pca",
                                             title=f"PCA of L{layer}.{kind}, colored by {c.name}")
-        except ImportError as e:
-            raise ProbeError(f"this view is not available in this installation ({e.name})") from None
         except ValueError as e:
             raise ProbeError(str(e).splitlines()[0][:200]) from None
 
@@ -273,6 +271,98 @@ class DashboardService:
         from probe.analysis import concepts
         default = "column" if "column" in names else names[0]
         return concepts.builtin(concept if concept in names else default)
+
+    # ------------------------------------------------------------------ Δloss against a baseline
+    def baseline_delta(self, baseline) -> tuple[str, np.ndarray]:
+        """(spec, Δ per character = bits(baseline) - bits(model)) over the whole recorded text, cached per
+        baseline. The model's bits come from the recording's loss_bits; the n-gram is fitted on the training
+        split of the checkpoint (and cached on disk by probe.model.ngram.fit_cached)."""
+        order = as_baseline(baseline)
+        spec = f"ngram:{order}"
+        with self._delta_lock:
+            if spec in self._deltas:
+                self._deltas.move_to_end(spec)
+                return spec, self._deltas[spec]
+            if self.checkpoint_path() is None:
+                raise ProbeError("no checkpoint: start the dashboard with --checkpoint RUN to compare with an "
+                                 "n-gram (it is fitted on the checkpoint's training split)")
+            from probe.analysis.compare import ngram_char_bits, recording_char_bits, recording_text
+            from probe.record.source import recording_checkpoint
+            ck = recording_checkpoint(self.rec, self.checkpoint(), same_weights=False)
+            if self.rec.n_rows < order:
+                raise ProbeError(f"the recorded text holds {self.rec.n_rows:,} symbols, fewer than the n-gram "
+                                 f"order {order}")
+            delta = ngram_char_bits(order, recording_text(self.rec), ck) - recording_char_bits(self.rec)
+            _lru_put(self._deltas, spec, delta, 4)
+            return spec, delta
+
+    def delta_window(self, baseline, start):
+        """(figure, summary line): the window of rows starting at `start`, its characters colored by Δloss."""
+        from probe.figures.delta_plots import delta_heatmap
+        as_baseline(baseline)  # both inputs checked before any n-gram is fitted
+        s, e = window_bounds(start, self.rec.n_rows, self.window_rows)
+        spec, delta = self.baseline_delta(baseline)
+        cor = self.rec.char_of_row
+        c0, c1 = int(cor[s]), int(cor[e - 1]) + 1
+        fig = delta_heatmap(self.rec.text, delta, c0, c1, a="model", b=spec)
+        here, ok = delta[c0:c1], np.isfinite(delta)
+        mean_here = float(np.nanmean(here)) if np.isfinite(here).any() else float("nan")
+        summary = (f"Δ = bits({spec}) − bits(model): {mean_here:+.3f} bits/char in characters "
+                   f"{c0:,}–{c1 - 1:,}, {float(delta[ok].mean()):+.3f} over the whole text; green where the model "
+                   f"wins, blue where {spec} wins")
+        return fig, summary
+
+    # ------------------------------------------------------------------ ablation of one unit over the window
+    ABLATION_RANDOM = 10  # random units in the dashboard's null (the CLI's default is 20)
+
+    def ablation(self, layer, kind, index, start, builtin=None, pattern=None, flags=""):
+        """(Δloss figure of the window, summary line, numbers): the unit held at its mean over the current
+        window's text, the model run over that text from a fresh state, against random units of its layer and
+        kind; inside and outside the chosen concept (built-in or regex) when it occurs in the window."""
+        from probe.analysis.ablate import ablate
+        from probe.figures.delta_heatmap import delta_heatmap
+        from probe.model.intervene import WHY_NO_GATES
+        u = self.unit(layer, kind, index)
+        if u.kind not in ("h", "c"):
+            raise ProbeError(f"cannot ablate {u.name}: {WHY_NO_GATES}")
+        s, e = window_bounds(start, self.rec.n_rows, self.window_rows)
+        cor = self.rec.char_of_row
+        c0, c1 = int(cor[s]), int(cor[e - 1]) + 1
+        concept, note = None, ""
+        if (isinstance(builtin, str) and builtin) or (isinstance(pattern, str) and pattern.strip()):
+            concept, note = self._window_concept(builtin, pattern, flags, c0, c1)
+        ck = self.checkpoint()
+        k = min(self.ABLATION_RANDOM, self.rec.hidden_size - 1)
+        key = (u.name, c0, c1, None if concept is None else concept.description)
+        with self._lock:
+            if key not in self._ablations:
+                res = ablate(ck, u.name, self.rec.text[c0:c1], mode="mean", concept=concept, n_random=k, n_boot=200,
+                             block=min(256, max(2, (c1 - c0) // 8)))
+                _lru_put(self._ablations, key, res, 8)
+            res = self._ablations[key]
+        t = res.table.iloc[0]
+        parts = [f"{u.name} held at its mean {res.values[u.name]:+.4g} over characters {c0:,}\u2013{c1 - 1:,}: "
+                 f"\u0394loss {t.delta_all:+.4f} bits/char [{t.lo_all:+.4f}, {t.hi_all:+.4f}]"]
+        if res.concept is not None:
+            parts.append(f"inside {res.concept} {t.delta_in:+.4f} [{t.lo_in:+.4f}, {t.hi_in:+.4f}], outside "
+                         f"{t.delta_out:+.4f} [{t.lo_out:+.4f}, {t.hi_out:+.4f}]")
+        if k:
+            parts.append(f"rank {res.rank} of {k + 1} against {k} random units of {u.site.label}, p = {res.p_value:.3f}")
+        fig = delta_heatmap(res.text, res.char_delta(), 0, len(res.text),
+                            title=f"\u0394loss per character with {u.name} held at its mean (positive: worse without it)")
+        numbers = {"unit": u.name, "start": c0, "stop": c1, **res.summary()}
+        return fig, "; ".join(parts) + note, numbers
+
+    def _window_concept(self, builtin, pattern, flags, c0: int, c1: int):
+        """(a binary concept labelling characters c0..c1 of the text, or None, and a note saying why not)."""
+        from probe.analysis.concepts import from_function
+        c, _, _ = self.make_concept(builtin, pattern, flags)
+        if c.label_type != "binary":
+            return None, f" ({c.name} is {c.label_type}: no inside and outside)"
+        labels = np.asarray(c.labels(self.rec.text))[c0:c1].astype(np.uint8)
+        if not 0 < int(labels[1:].sum()) < c1 - c0 - 1:
+            return None, f" ({c.name} does not occur in this window, or covers all of it: no inside and outside)"
+        return from_function(c.name, lambda text: labels, "binary", f"{c.description}, characters {c0}:{c1}"), ""
 
 
 def _cell(v):

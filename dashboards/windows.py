@@ -8,37 +8,21 @@ range, and the browser recolors the text itself when the unit changes.
 from __future__ import annotations
 
 import base64
-import math
 
 import numpy as np
 
+from dashboards.inputs import as_choice, as_int
 from probe.errors import ProbeError
-from probe.figures.colors import ACTIVATION_SCALE, PROBABILITY_SCALE
+from probe.figures.colors import ACTIVATION_SCALE, PROBABILITY_SCALE, symmetric_range
 from probe.record.recording import Recording, Unit, array_name
 
 WINDOW_ROWS = 2000
 FLOAT16_MAX = 65504.0
 
 
-def as_int(value, what: str) -> int:
-    """An integer from callback input (int, float or numeric string), else a ProbeError."""
-    if value is None or value == "":
-        raise ProbeError(f"type a whole number for the {what}")
-    if isinstance(value, bool):
-        raise ProbeError(f"{what} must be a whole number, not {value!r}")
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit() and len(value.strip()) < 19:
-        return int(value.strip())
-    raise ProbeError(f"{what} must be a whole number, not {str(value)[:40]!r}")
-
-
 def check_unit(rec: Recording, layer, kind, index) -> Unit:
     """The unit named by (layer, kind, index) callback values, validated against the recording."""
-    if not isinstance(kind, str) or kind not in rec.kinds:
-        raise ProbeError(f"kind must be one of {', '.join(rec.kinds)}, not {str(kind)[:20]!r}")
+    kind = as_choice(kind, "kind", rec.kinds)
     return rec.check_unit(Unit(as_int(layer, "layer"), kind, as_int(index, "unit index")))
 
 
@@ -51,15 +35,10 @@ def window_bounds(start, n_rows: int, size: int = WINDOW_ROWS) -> tuple[int, int
 
 
 def color_ranges(acts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per unit (lo, hi), as probe.figures.colors.symmetric_range: [0, 1] for gate-like units, else +-max|a|."""
-    a = np.where(np.isfinite(acts), acts, 0.0).astype(np.float64)
-    lo_all, hi_all = a.min(axis=0), a.max(axis=0)
-    gate_like = (lo_all >= 0.0) & (hi_all <= 1.0)
-    m = np.abs(a).max(axis=0)
-    m = np.where(m > 0, m, 1.0)
-    lo = np.where(gate_like, 0.0, -m)
-    hi = np.where(gate_like, 1.0, m)
-    return lo, hi
+    """Per unit (column) the color range the report's figures use: probe.figures.colors.symmetric_range."""
+    a = np.asarray(acts)
+    ranges = np.array([symmetric_range(a[:, j]) for j in range(a.shape[1])], dtype=np.float64).reshape(-1, 2)
+    return ranges[:, 0], ranges[:, 1]
 
 
 def encode_float16(acts: np.ndarray) -> str:

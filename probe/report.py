@@ -13,7 +13,6 @@ probe figure and sparse-probe curve; then gate saturation and an embedding.
 from __future__ import annotations
 
 import html
-import importlib
 import json
 import math
 import os
@@ -29,10 +28,12 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from probe.checks import ParamError, check_at_least, check_choice
 from probe.errors import ProbeError
 from probe.figures.export import figure_html, write_figures
 from probe.figures import (embedding_figure, probe_figure, samples_table, saturation_figure, sparse_figure,
                            text_heatmap, training_curve, unit_heatmap)
+from probe.names import parse_unit
 from probe.record.recording import Recording
 
 LN2 = math.log(2)
@@ -75,16 +76,6 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-")[:40] or "concept"
 
 
-def _optional(module: str):
-    """An analysis module, or None if it is not installed in this version of probe."""
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as e:
-        if e.name == module:
-            return None
-        raise
-
-
 # --------------------------------------------------------------------------- sections
 
 def model_card(rec: Recording) -> tuple[dict, dict | None]:
@@ -92,7 +83,7 @@ def model_card(rec: Recording) -> tuple[dict, dict | None]:
     from probe.model import checkpoint
     mc = rec.meta.get("model_config", {})
     card = {"model": f"{mc.get('model', '?')} {mc.get('num_layers', '?')}x{mc.get('rnn_size', '?')}",
-            "vocabulary": f"{rec.vocab.kind} ({rec.vocab.size} symbols)"}
+            "vocabulary": f"{rec.vocab.encoding} ({rec.vocab.size} symbols)"}
     meta = None
     ck_path = (rec.meta.get("checkpoint") or {}).get("path")
     if ck_path:
@@ -108,7 +99,7 @@ def model_card(rec: Recording) -> tuple[dict, dict | None]:
             "training data": str(data.get("corpus") or data.get("path") or data.get("source") or "?"),
             "training steps": f"{meta.get('step', '?'):,}" if isinstance(meta.get("step"), int) else "?",
             "epochs": f"{meta.get('epoch', float('nan')):.2f}",
-            "best validation": f"{meta.get('best_val_loss', float('nan')) / LN2:.4f} bits per {rec.vocab.kind}",
+            "best validation": f"{meta.get('best_val_loss', float('nan')) / LN2:.4f} bits per {rec.vocab.encoding}",
             "saved": str(meta.get("saved_at", "?")),
         })
     t = rec.meta.get("text", {})
@@ -170,13 +161,14 @@ def _unit_table(search) -> pd.DataFrame:
 
 
 def concept_section(r: Report, rec: Recording, concept, *, top: int, heat_units: int, passage: int, width: int,
-                    seed: int, say: Callable[[str], None]) -> str:
-    neurons = importlib.import_module("probe.analysis.neurons")
+                    seed: int, say: Callable[[str], None], ablation: dict | None = None) -> str:
     from probe.analysis.concepts import row_labels
+    from probe.analysis.neurons import find_neurons
+    from probe.analysis.probes import fit_probes
     slug = r.slug(concept.name)
-    parts = [f"<p>{html.escape(concept.description)} ({concept.kind}).</p>"]
+    parts = [f"<p>{html.escape(concept.description)} ({concept.label_type}).</p>"]
     say(f"{concept.name}: ranking units")
-    search = neurons.find_neurons(rec, concept, seed=seed)
+    search = find_neurons(rec, concept, seed=seed)
     table = search.table
     parts.append(
         f"<p>Units ranked on rows {search.select_rows[0]:,}:{search.select_rows[1]:,}, scored on the held-out rows "
@@ -184,6 +176,8 @@ def concept_section(r: Report, rec: Recording, concept, *, top: int, heat_units:
         f"Chance level (best of all {search.n_units:,} units on block-permuted labels): "
         f"<b>{search.chance:.3f}</b>.</p>")
     parts.append(r.table(f"{slug}-units", table.reset_index(drop=True), _unit_table(search).head(top)))
+    if ablation:
+        parts.append(ablation_part(r, rec, search, slug, ablation, say))
 
     labels = row_labels(rec, concept)
     p0, p1 = concept_passage(labels, search.report_rows, passage)
@@ -195,30 +189,70 @@ def concept_section(r: Report, rec: Recording, concept, *, top: int, heat_units:
         fig = text_heatmap(rec, unit, p0, stop, topk=(i == 0), width=width,
                            title=f"{unit}: {search.metric} {row['score']:.3f} (chance {search.chance:.3f}) "
                                  f"on {html.escape(concept.name)}, rows {p0:,}:{stop:,}")
-        parts.append(r.figure(f"{slug}-heatmap-{i + 1}-{unit.replace('.', '_')}", fig))
+        parts.append(r.figure(f"{slug}-heatmap-{i + 1}-{parse_unit(unit).slug}", fig))
     strip = labels.astype(np.float64)
-    first = p0 + int(np.argmax(strip[p0:p1] > 0)) if concept.kind == "binary" else p0
+    first = p0 + int(np.argmax(strip[p0:p1] > 0)) if concept.label_type == "binary" else p0
     s0 = max(p0, first - 50)
     s1 = min(p1, s0 + 150)
     parts.append(r.figure(f"{slug}-units", unit_heatmap(rec, units, s0, s1, labels=strip,
                                                         concept=concept.name,
                                                         title=f"top {len(units)} units for {concept.name}")))
-    probes = _optional("probe.analysis.probes")
-    if probes is None:
-        if "probe.analysis.probes is not available: probe figures left out" not in r.notes:
-            r.notes.append("probe.analysis.probes is not available: probe figures left out")
-    else:
-        say(f"{concept.name}: fitting probes")
-        rep = probes.fit_probes(rec, concept, seed=seed, untrained="auto")
-        parts.append("<h3>Linear probes</h3>")
-        parts.append(r.figure(f"{slug}-probes", probe_figure(rep.table, title=f"linear probes for {concept.name}")))
-        parts.append(r.table(f"{slug}-probes", rep.table))
-        if getattr(rep, "sparse", None) is not None and len(rep.sparse):
-            metric = str(rep.table["metric"].iloc[0]) if "metric" in rep.table else None
-            parts.append(r.figure(f"{slug}-sparse", sparse_figure(rep.sparse, metric=metric,
-                                                                  title=f"sparse probes for {concept.name}")))
-            parts.append(r.table(f"{slug}-sparse", rep.sparse))
+    say(f"{concept.name}: fitting probes")
+    rep = fit_probes(rec, concept, seed=seed, untrained="auto")
+    parts.append("<h3>Linear probes</h3>")
+    parts.append(r.figure(f"{slug}-probes", probe_figure(rep.table, title=f"linear probes for {concept.name}")))
+    parts.append(r.table(f"{slug}-probes", rep.table))
+    if len(rep.sparse):
+        metric = str(rep.table["metric"].iloc[0]) if "metric" in rep.table else None
+        parts.append(r.figure(f"{slug}-sparse", sparse_figure(rep.sparse, metric=metric,
+                                                              title=f"sparse probes for {concept.name}")))
+        parts.append(r.table(f"{slug}-sparse", rep.sparse))
     return "\n".join(parts)
+
+
+# --------------------------------------------------------------------------- tracks it, is used for it
+
+def check_ablation(rec: Recording, n: int, chars: int, checkpoint) -> dict | None:
+    """The settings of `ablation_part` (with the recording's model, loaded and checked), before any work;
+    None when `n` is 0."""
+    check_at_least(ablate=(n, 0), ablate_chars=(chars, 2))
+    if not n:
+        return None
+    from probe.record.source import recording_checkpoint
+    return {"n": n, "chars": chars, "checkpoint": recording_checkpoint(rec, checkpoint)}
+
+
+def ablation_part(r: Report, rec: Recording, search, slug: str, ablation: dict, say: Callable[[str], None]) -> str:
+    """The concept's top units with their held-out score ("tracks it") beside the change of loss when each is
+    held at its mean ("is used for it"), inside and outside the concept, and its p among random units."""
+    from probe.analysis.ablate import add_ablation
+    name = search.concept.name
+    if search.concept.label_type != "binary":
+        return (f'<p class="note">Ablation: {html.escape(name)} is {search.concept.label_type}; the change of loss '
+                f'inside and outside needs a binary concept.</p>')
+    n, chars = ablation["n"], ablation["chars"]
+    k = max(0, min(20, rec.hidden_size - n))  # 20 random units, fewer in a model too small for them
+    say(f"{name}: ablating the top {n} units")
+    res = add_ablation(search, rec, n, ablation["checkpoint"], max_chars=chars, n_random=k)
+    t = res.table.head(n)
+    shown = pd.DataFrame({
+        "unit": t.unit, f"tracks it: held-out {search.metric}": t.score.round(3),
+        "Δ bits/char inside [95% CI]": [_ci(a, lo, hi) for a, lo, hi in zip(t.abl_in, t.abl_in_lo, t.abl_in_hi)],
+        "Δ outside [95% CI]": [_ci(a, lo, hi) for a, lo, hi in zip(t.abl_out, t.abl_out_lo, t.abl_out_hi)],
+        "rank": [f"{int(x)} of {k + 1}" if x == x else "" for x in t.abl_rank],
+        "p": [f"{x:.3f}" if x == x else "gate: cannot be held" for x in t.abl_p]})
+    cols = ["unit", "score", "abl_in", "abl_in_lo", "abl_in_hi", "abl_out", "abl_out_lo", "abl_out_hi", "abl_all",
+            "abl_rank", "abl_p"]
+    return ("<h3>Tracks it, and is it used?</h3>"
+            f"<p>Each of the top {n} units held at its mean over the first {chars:,} characters of the recording, at "
+            f"every step: the change of loss (bits per character; positive: the model does worse without it) "
+            f"inside and outside {html.escape(name)}, with 95% block-bootstrap intervals, and its rank and p among "
+            f"{k} random units of the same layer and kind (smallest possible p {1 / (k + 1):.3f}). A unit can track "
+            f"a concept and still not be used.</p>" + r.table(f"{slug}-ablation", t[cols].reset_index(drop=True), shown))
+
+
+def _ci(a: float, lo: float, hi: float) -> str:
+    return "" if a != a else f"{a:+.4f} [{lo:+.4f}, {hi:+.4f}]"
 
 
 # --------------------------------------------------------------------------- assembling
@@ -248,7 +282,8 @@ def _prepare_out(out: Path, overwrite: bool) -> Path:
     if out.exists() and not out.is_dir():
         raise ProbeError(f"{out} exists and is not a folder")
     if out.exists() and any(out.iterdir()) and not overwrite:
-        raise ProbeError(f"{out} already exists and is not empty; pass --overwrite to replace it")
+        raise ParamError("overwrite", f"{out} already exists and is not empty; pass {{overwrite=True}} to replace it",
+                         advice=True)
     parent = out.parent if str(out.parent) else Path(".")
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -269,30 +304,38 @@ def _prepare_out(out: Path, overwrite: bool) -> Path:
 def build_report(recording: str | Path | Recording, concepts: list[str], out: str | Path, *, top: int = 10,
                  heat_units: int = 3, passage: int = 600, width: int = 100, embedding: str = "pca",
                  embed_n: int = 3000, images: bool = True, overwrite: bool = False, seed: int = 0,
-                 say: Callable[[str], None] | None = None) -> Path:
-    """Write the report folder `out` (index.html, figures/*.png|svg, tables/*.csv); returns its path."""
+                 say: Callable[[str], None] | None = None, regex_timeout: float | None = None,
+                 baseline: str | None = None, ablate: int = 0, ablate_chars: int = 20_000,
+                 checkpoint: str | Path | None = None) -> Path:
+    """Write the report folder `out` (index.html, figures/*.png|svg, tables/*.csv); returns its path.
+
+    Concepts given as regexes (and built-in regex concepts) stop after `regex_timeout` seconds of matching.
+    baseline: `ngram:N` or a checkpoint: adds a section comparing the recorded model with it (see
+    `baseline_section`); None (the default) leaves it out.
+    ablate: for each binary concept, also hold its top `ablate` units at their mean over the first
+    `ablate_chars` characters (the model: `checkpoint`, else the recording's) and show the change of loss
+    beside the held-out score (`ablation_part`); 0 (the default) leaves it out.
+    """
     from probe.analysis import concepts as concepts_mod
     say = say or (lambda msg: print(f"probe report: {msg}", file=sys.stderr, flush=True))
     rec = recording if isinstance(recording, Recording) else Recording.open(recording)
     out = Path(out)
-    if embedding not in ("pca", "umap", "none"):
-        raise ProbeError(f"--embedding must be pca, umap or none, not {embedding!r}")
-    for name, v, low in (("--top", top, 1), ("--heat-units", heat_units, 0), ("--passage", passage, 10),
-                         ("--width", width, 10)):
-        if v < low:
-            raise ProbeError(f"{name} must be at least {low}, not {v}")
+    check_choice("embedding", embedding, ("pca", "umap", "none"))
+    check_at_least(top=(top, 1), heat_units=(heat_units, 0), passage=(passage, 10), width=(width, 10))
     chosen = []
     for name in concepts:  # every concept checked before any work or any file
-        c = concepts_mod.get(name)
+        c = concepts_mod.get(name, timeout=regex_timeout)
         concepts_mod.row_labels(rec, c)
         chosen.append(c)
-    if _optional("probe.analysis.neurons") is None and chosen:
-        raise ProbeError("this probe has no probe.analysis.neurons module: a report with concepts cannot be built")
+    base = check_baseline(rec, baseline)  # before any file, like the concepts
+    ablation = check_ablation(rec, ablate, ablate_chars, checkpoint)
     tmp = _prepare_out(out, overwrite)
     try:
         r = Report(title=f"probe report: {rec.path.name}")
         _fill(r, rec, chosen, top=top, heat_units=heat_units, passage=passage, width=width, embedding=embedding,
-              embed_n=embed_n, seed=seed, say=say)
+              embed_n=embed_n, seed=seed, say=say, ablation=ablation)
+        if base is not None:
+            baseline_section(r, rec, *base, chosen, width=width, seed=seed, say=say)
         (tmp / "index.html").write_text(render_html(r), encoding="utf-8")
         for name, df in r.tables:
             df.to_csv(tmp / "tables" / f"{name}.csv", index=False)
@@ -302,6 +345,7 @@ def build_report(recording: str | Path | Recording, concepts: list[str], out: st
                            for ext in ("png", "svg")])
         (tmp / "report.json").write_text(json.dumps(
             {"recording": str(rec.path), "concepts": [c.name for c in chosen], "notes": r.notes,
+             **({"baseline": base[1]} if base is not None else {}),
              "figures": [n for n, _ in r.figures], "tables": [n for n, _ in r.tables]}, indent=1))
         old = out.with_name(f".{out.name}.old-{os.getpid()}")
         if out.exists():
@@ -315,7 +359,7 @@ def build_report(recording: str | Path | Recording, concepts: list[str], out: st
 
 
 def _fill(r: Report, rec: Recording, chosen: list, *, top: int, heat_units: int, passage: int, width: int,
-          embedding: str, embed_n: int, seed: int, say: Callable[[str], None]) -> None:
+          embedding: str, embed_n: int, seed: int, say: Callable[[str], None], ablation: dict | None = None) -> None:
     card, meta = model_card(rec)
     bpc = bits_per_char(rec)
     if bpc:
@@ -338,31 +382,102 @@ def _fill(r: Report, rec: Recording, chosen: list, *, top: int, heat_units: int,
         anchor = f"concept-{r.slug(c.name)}"
         r.sections.append((anchor, f"Concept: {c.name}",
                            concept_section(r, rec, c, top=top, heat_units=heat_units, passage=passage,
-                                           width=width, seed=seed, say=say)))
+                                           width=width, seed=seed, say=say, ablation=ablation)))
 
     gate_kinds = [k for k in rec.kinds if k not in ("h", "c")]
-    sat = _optional("probe.analysis.saturation")
-    if gate_kinds and sat is not None:
+    if gate_kinds:
+        from probe.analysis.saturation import gate_saturation
         say("gate saturation")
-        df = sat.gate_saturation(rec)
+        df = gate_saturation(rec)
         r.sections.append(("saturation", "Gate saturation", "<p>Per gate unit: the fraction of steps with the gate "
                            "below 0.1 (left-saturated) and above 0.9 (right-saturated), as in Karpathy, Johnson "
                            "&amp; Fei-Fei (2015).</p>" + r.figure("gate-saturation", saturation_figure(df))))
         r.tables.append(("gate-saturation", df))
-    elif gate_kinds:
-        r.notes.append("probe.analysis.saturation is not available: gate saturation left out")
 
-    emb = _optional("probe.analysis.embedding")
-    if embedding != "none" and emb is not None:
+    if embedding != "none":
+        from probe.analysis.embedding import embed_states
         layer = rec.num_layers - 1
         concept = chosen[0] if chosen else None
         say(f"{embedding.upper()} of L{layer}.h")
-        df = emb.embed_states(rec, layer=layer, kind="h", method=embedding, concept=concept, n=embed_n, seed=seed)
+        df = embed_states(rec, layer=layer, kind="h", method=embedding, concept=concept, n=embed_n, seed=seed)
         name = concept.name if concept else None
         fig = embedding_figure(df, concept=name, method=embedding,
                                title=f"{embedding.upper()} of L{layer}.h ({len(df):,} rows)"
                                      + (f", colored by {name}" if name else ""))
         r.sections.append(("embedding", "Embedding", r.figure("embedding", fig)))
         r.tables.append(("embedding", df))
-    elif embedding != "none":
-        r.notes.append("probe.analysis.embedding is not available: embedding left out")
+
+
+# --------------------------------------------------------------------------- the model against a baseline
+
+BASELINE_HEATMAP_CHARS = 1500  # characters in the Δloss heatmap (the window where the model wins most)
+
+
+def check_baseline(rec: Recording, baseline: str | None):
+    """(checkpoint of the recording, baseline spec) for `baseline_section`, checked before any work; None if off."""
+    if baseline is None:
+        return None
+    from probe.analysis.compare import parse_side
+    from probe.record.source import recording_checkpoint
+    if not isinstance(baseline, str) or not baseline.strip():
+        raise ProbeError(f"baseline must be ngram:N or a checkpoint, not {baseline!r}")
+    side = parse_side(baseline.strip(), "baseline")
+    ck = recording_checkpoint(rec, same_weights=False)
+    if not rec.has("loss_bits"):
+        raise ProbeError(f"recording {rec.path} has no loss_bits: record it again to compare its model")
+    if side.is_ngram and len(rec.array("ids")) < side.order:
+        raise ParamError("baseline", f"{side.spec}: the recorded text holds {rec.n_rows} symbols, fewer than "
+                                     f"the order {side.order}")
+    return ck, side.spec
+
+
+def baseline_section(r: Report, rec: Recording, ck, baseline: str, chosen: list, *, width: int, seed: int,
+                     say: Callable[[str], None]) -> None:
+    """The recorded model (its loss from the recording) against `baseline` on the recorded text: Δ bits/char
+    overall and inside/outside concepts with block-bootstrap intervals, the characters where each wins, a Δloss
+    heatmap, the closers' probability by distance to their openers, and the model's error breakdown
+    (Karpathy, Johnson & Fei-Fei 2015), whose n-gram oracle fits orders 1-9 on the training split (cached)."""
+    from probe.analysis.compare import DEFAULT_CONCEPTS, compare_recording, recording_char_bits, recording_text
+    from probe.analysis.error_classes import breakdown, group_table
+    from probe.figures.delta_plots import delta_heatmap, error_breakdown_figure, long_range_figure
+    concepts = list(DEFAULT_CONCEPTS) + [c for c in chosen if c.label_type != "continuous" and c.name not in
+                                         DEFAULT_CONCEPTS]
+    say(f"comparing with {baseline}")
+    cmp = compare_recording(rec, baseline, checkpoint=ck, concepts=concepts, seed=seed)
+    s = cmp.summary
+    row = s.iloc[0]
+    fitted = f" (fitted on the training split of {ck.path})" if baseline.startswith("ngram:") else ""
+    parts = [f"<p>A = the recorded model (its loss read from the recording), B = <b>{html.escape(baseline)}</b>"
+             f"{html.escape(fitted)}; {html.escape(cmp.note)}. Δ = bits(B) − bits(A) per character, &gt; 0 where "
+             "the model wins; 95% block-bootstrap intervals (blocks of 1,000 characters).</p>",
+             f"<p>Overall: model <b>{row.bpc_a:.3f}</b>, {html.escape(baseline)} <b>{row.bpc_b:.3f}</b> bits per "
+             f"character, Δ <b>{row.delta_bpc:+.3f}</b> [{row.ci_low:+.3f}, {row.ci_high:+.3f}] over "
+             f"{int(row.n_chars):,} characters.</p>"]
+    parts.append(r.table("baseline-summary", s))
+    top = cmp.by_char.head(10)
+    parts.append("<h3>Characters where each side wins most (total Δ bits)</h3>")
+    shown = pd.concat([top, cmp.by_char.tail(10).iloc[::-1]]).drop_duplicates(subset="char")
+    shown = shown.assign(char=shown["char"].map(repr))
+    parts.append(r.table("baseline-by-char", cmp.by_char, shown))
+    r.tables.append(("baseline-contexts", cmp.contexts))
+    h0, h1 = cmp.best_window(BASELINE_HEATMAP_CHARS)
+    parts.append(r.figure("baseline-delta-heatmap",
+                          delta_heatmap(cmp.text.chars, cmp.delta, h0, h1, a="model", b=baseline, width=width)))
+    if len(cmp.long_range):
+        parts.append("<h3>Long-range structure: the closer's probability by distance to its opener</h3>")
+        parts.append(r.figure("baseline-long-range", long_range_figure(cmp.long_range, a="model", b=baseline)))
+        parts.append(r.table("baseline-long-range", cmp.long_range, cmp.long_range[cmp.long_range.kind == "all"]))
+    say("error breakdown (n-gram oracles of orders 1-9)")
+    try:
+        eb = breakdown(ck, recording_text(rec), model_bits=recording_char_bits(rec))
+    except ProbeError as e:
+        r.notes.append(f"no error breakdown: {e}")
+    else:
+        parts.append(f"<h3>Error breakdown</h3><p>{eb.n_errors:,} errors (probability &lt; 0.5) in "
+                     f"{eb.n_chars:,} characters ({eb.error_rate:.1%}), each in the first class whose oracle "
+                     "removes it (Karpathy, Johnson &amp; Fei-Fei 2015; <code>probe errors --help</code> "
+                     "defines the classes).</p>")
+        parts.append(r.figure("errors", error_breakdown_figure(eb.table)))
+        parts.append(r.table("errors", eb.table))
+        r.tables.append(("errors-by-group", group_table(eb)))
+    r.sections.append(("baseline", f"Against {baseline}", "\n".join(parts)))

@@ -60,6 +60,7 @@ def counter_lookalike(recording_path: Path, newline: int = 10) -> list[str]:
     line (r near 1 after each line's mean is taken out) whether or not it resets at newlines; its
     correlation with the position in the whole text tells a line counter from a clock that never resets.
     """
+    from probe.names import array_name, unit_name
     from probe.record.recording import Recording
     rec = Recording.open(recording_path)
     ids = np.frombuffer(rec.text.encode("utf-8"), np.uint8) if rec.by_bytes else np.array(
@@ -75,7 +76,7 @@ def counter_lookalike(recording_path: Path, newline: int = 10) -> list[str]:
     y = idx[keep] - (np.bincount(inv, idx[keep]) / counts)[inv]  # position within the line, line mean removed
     best = (0.0, "", 0.0)
     for layer in range(rec.num_layers):
-        c = np.asarray(rec.array(f"L{layer}.c"), dtype=np.float64)
+        c = np.asarray(rec.array(array_name(layer, "c")), dtype=np.float64)
         ck = c[keep]
         sums = np.zeros((len(counts), c.shape[1]))
         np.add.at(sums, inv, ck)
@@ -84,7 +85,7 @@ def counter_lookalike(recording_path: Path, newline: int = 10) -> list[str]:
         j = int(np.nanargmax(np.abs(r)))
         if abs(r[j]) > abs(best[0]):
             glob = float(np.corrcoef(c[:, j], idx)[0, 1])
-            best = (float(r[j]), f"L{layer}.c.{j}", glob)
+            best = (float(r[j]), unit_name(layer, "c", j), glob)
     r_in, unit, r_glob = best
     if not unit:
         return []

@@ -16,10 +16,12 @@ import platform
 import sys
 from pathlib import Path
 
-import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from probe.runtime.threads import apply_thread_policy  # noqa: E402
+
+apply_thread_policy()  # the CLI's CPU thread policy, before torch loads (probe/runtime/threads.py)
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from baselines import compressor_rows, load_corpus, model_row, ngram_row, render  # noqa: E402
@@ -65,7 +67,7 @@ def main() -> int:
     checkpoint.export(args.run, dest, half=True)
     ck = checkpoint.load(dest)
     meta, mc, tc = ck.meta, ck.meta["model_config"], ck.meta["train_config"]
-    unit = "byte" if ck.vocab.kind == "byte" else "char"
+    unit = "byte" if ck.vocab.encoding == "byte" else "char"
     val = evaluate_split(ck, "val")
     test = evaluate_split(ck, "test")
     cs = load_corpus(args.corpus, vocab=ck.vocab, split_json=meta["data"]["split"])
@@ -99,7 +101,7 @@ def main() -> int:
     card = f"""# {args.name}: a character-level {mc['model'].upper()} trained on {'the bundled Wikipedia sample' if args.corpus == 'wiki' else 'Tiny Shakespeare'}
 
 {mc['model'].upper()}, {mc['num_layers']} layers x {mc['rnn_size']} units, embedding {mc['embed_size']},
-{meta['num_params']:,} parameters, {ck.vocab.kind} vocabulary ({ck.vocab.size} symbols).
+{meta['num_params']:,} parameters, {ck.vocab.encoding} vocabulary ({ck.vocab.size} symbols).
 Weights: `model.safetensors` in float16 (every number below is measured with these float16 weights);
 metadata, vocabulary, split, metrics and sample history: `checkpoint.json`.
 
@@ -163,5 +165,4 @@ Temperature 1.0:
 
 
 if __name__ == "__main__":
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     raise SystemExit(main())

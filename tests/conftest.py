@@ -5,10 +5,13 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
+
+from probe.runtime.threads import apply_thread_policy
 
 os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parent.parent / ".numba_cache"))
-torch.set_num_threads(1)
+# the CLI's CPU thread policy, before torch loads; tiny test models run on one thread unless PROBE_THREADS says more
+os.environ.setdefault("PROBE_THREADS", "1")
+apply_thread_policy()
 
 from probe.data.corpus import BUNDLED, read_bytes  # noqa: E402
 from probe.train.loop import TrainConfig, train  # noqa: E402

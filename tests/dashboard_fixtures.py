@@ -5,7 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
-from probe.record.recording import RecordingWriter, array_name
+from probe.names import array_name
+from probe.record.recording import RecordingWriter
 from probe.data.vocab import Vocab
 
 WORDS = ["the", "king", "said", "to", "his", "lord", "and", "she", "was", "not", "<b>", "&amp;", "{x}", "wit"]

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
-from probe.record.recording import GATE_KINDS, STATE_KINDS, RecordingWriter, array_name
+from probe.names import array_name
+from probe.record.recording import RecordingWriter
 from probe.data.vocab import Vocab
 
 
@@ -63,4 +64,4 @@ def wiki_like_text(n_lines: int = 120, seed: int = 0) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["make_recording", "noise_arrays", "wiki_like_text", "GATE_KINDS", "STATE_KINDS"]
+__all__ = ["make_recording", "noise_arrays", "wiki_like_text"]

@@ -42,7 +42,7 @@ def test_continuous_and_integer_concepts():
     assert concepts.line_end_distance("ab\ncd").tolist() == [2, 1, 0, 2, 1]
     assert concepts.bracket_depth("a(b[c])d)e").tolist() == [0, 1, 1, 2, 2, 2, 1, 0, 0, 0]
     assert concepts.indent("  a\n\tb\nc").tolist() == [2, 2, 2, 2, 4, 4, 4, 0]
-    assert concepts.get("column").kind == "continuous"
+    assert concepts.get("column").label_type == "continuous"
     assert concepts.get("bracket-depth").labels("(x)").dtype == np.int32
 
 

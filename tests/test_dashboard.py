@@ -17,7 +17,7 @@ from dashboards.service import DashboardService  # noqa: E402
 from dashboards.windows import (as_int, activation_rgb, color_ranges, decode_float16, interpolate,  # noqa: E402
                                 window_payload)
 from probe.errors import ProbeError  # noqa: E402
-from probe.figures.colors import ACTIVATION_SCALE  # noqa: E402
+from probe.figures.colors import ACTIVATION_SCALE, symmetric_range  # noqa: E402
 from probe.record.recording import Recording  # noqa: E402
 
 
@@ -53,9 +53,12 @@ def test_last_window_is_short_and_the_nan_loss_becomes_null(rec_path):
 
 
 def test_color_ranges_follow_the_report_figures():
-    acts = np.array([[0.2, -3.0, 0.5], [0.9, 1.0, 0.0]], np.float32)
+    acts = np.array([[0.2, -3.0, 0.5, -150.0, 20.0], [0.9, 1.0, 0.0, -90.0, 35.0], [0.5, 2.0, 1.0, -20.0, 90.0]],
+                    np.float32)
     lo, hi = color_ranges(acts)
-    assert list(lo) == [0.0, -3.0, 0.0] and list(hi) == [1.0, 3.0, 1.0]  # gate-like [0, 1]; else +-max|a|
+    # gate-like [0, 1]; both signs: +-max|a|; one sign only: the values' own (min, max), as the report draws
+    assert list(lo) == [0.0, -3.0, 0.0, -150.0, 20.0] and list(hi) == [1.0, 3.0, 1.0, -20.0, 90.0]
+    assert [symmetric_range(acts[:, j]) for j in range(5)] == list(zip(lo, hi))
     assert activation_rgb(-3.0, -3.0, 3.0) == (0x21, 0x66, 0xAC)  # blue low
     assert activation_rgb(3.0, -3.0, 3.0) == (0x1A, 0x78, 0x37)   # green high
     assert activation_rgb(0.0, -3.0, 3.0) == (0xF7, 0xF7, 0xF7)
@@ -107,10 +110,10 @@ def test_regex_labels_match_re():
 
 
 def test_catastrophic_regex_is_stopped_within_about_a_second():
-    t0 = time.monotonic()
+    t0 = time.thread_time()  # the limit counts the matching's CPU time (a busy machine stretches the wall time)
     with pytest.raises(ProbeError, match="too slow"):
-        safe_regex.find_spans(r"(a+)+$", "a" * 60 + "b", timeout=1.0)
-    assert time.monotonic() - t0 < 2.5
+        safe_regex.find_spans(r"(a|aa)+$", "a" * 60 + "b", timeout=1.0)
+    assert time.thread_time() - t0 < 2.5
 
 
 def test_regex_bounds_and_validation():
@@ -140,7 +143,7 @@ def test_find_neurons_from_a_regex_ranks_the_planted_unit_first(svc):
     (None, "zzzzqqq", "matches nothing"),
     (None, None, "type a regular expression or pick"),
     ("no-such-concept", None, "no built-in concept"),
-    (None, "(.|.)*Q", "too slow"),
+    (None, "(.|..)+$", "too slow"),
 ])
 def test_find_neurons_errors_are_messages(svc, concept, pattern, msg):
     with pytest.raises(ProbeError, match=msg):
@@ -334,3 +337,84 @@ def test_dashboard_on_real_recordings(request, tmp_path, fixture):
     assert "".join(live["chars"]) == "caf\u00e9 au lait"
     assert svc.model_view("training").layout.meta == {"figure": "training_curve"}
     assert len(svc.model_view("samples").layout.annotations) >= 1
+
+
+# ------------------------------------------------------------------ brush to hypothesis as a library and a command
+
+def _quote_span(rec) -> tuple[int, int]:
+    a = rec.text.index('"')
+    return a, rec.text.index('"', a + 1) + 1
+
+
+def test_brush_is_a_library_function_with_a_plain_result(rec_path):
+    import json
+    rec = Recording.open(rec_path)
+    a, b = _quote_span(rec)
+    res = brush(str(rec_path), a, b, n_units=5)  # a folder works too
+    assert res.text == rec.text[a:b] and res.margin == max(3, b - a)
+    d = json.loads(json.dumps(res.to_dict()))
+    assert [u["unit"] for u in d["units"]] == list(res.units["unit"]) and d["units"][0]["unit"] == QUOTE_UNIT
+    assert d["n_matches"] == res.n_matches >= 20 and len(d["matches"]) == 20 and d["pattern_units"] == [QUOTE_UNIT]
+    only = brush(rec, a, b, layers=[0], kinds=["h", "f"], pattern_units=0)
+    assert set(only.units["unit"].str[:4]) <= {"L0.h", "L0.f"} and only.matches == [] and only.n_matches == 0
+    assert len(brush(rec, a, b, max_matches=3).matches) == 3
+
+
+@pytest.mark.parametrize("kw,msg", [
+    (dict(start="x"), "start must be an integer"),
+    (dict(start=-3), "start must be at least 0"),
+    (dict(start=50, stop=40), "span 50:40 is empty"),
+    (dict(stop=700), "at most 500 rows"),
+    (dict(kinds="h"), "kinds must be a list"),
+    (dict(kinds=["q"]), "kinds must be a non-empty list of h, c, i, f, g, o"),
+    (dict(layers=[7]), "layers must be a non-empty list of 0, 1"),
+    (dict(n_units=0), "n_units must be at least 1"),
+    (dict(pattern_units=-1), "pattern_units must be at least 0"),
+    (dict(max_matches=1.5), "max_matches must be an integer"),
+    (dict(margin=0), "margin must be at least 1"),
+])
+def test_brush_parameters_are_checked_by_name(rec_path, kw, msg):
+    rec = Recording.open(rec_path)
+    args = dict(start=100, stop=110) | kw
+    with pytest.raises(ProbeError, match=msg):
+        brush(rec, args.pop("start"), args.pop("stop"), **args)
+
+
+def test_hypothesis_command(rec_path, tmp_path, capsys):
+    import json
+    from probe.cli.main import main
+    rec = Recording.open(rec_path)
+    a, b = _quote_span(rec)
+    out = tmp_path / "span.json"
+    assert main(["hypothesis", str(rec_path), "--range", f"{a}:{b}", "--top", "4", "--kinds", "c,h",
+                 "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    lines = text.splitlines()
+    assert lines[2].startswith(QUOTE_UNIT) and " on " in lines[2] and len([x for x in lines if x[:2] == "L1"
+                                                                            or x[:2] == "L0"]) == 4
+    assert f"the pattern of {QUOTE_UNIT} recurs at" in text and "row " in text
+    doc = json.loads(out.read_text())
+    assert doc == json.loads(json.dumps(brush(rec, a, b, n_units=4, kinds=["c", "h"]).to_dict()))
+    for argv, msg in ((["--range", "5"], "--range must be START:STOP"), (["--range", "9:3"], "--range must be"),
+                      (["--range", "0:10", "--top", "0"], "--top must be at least 1"),
+                      (["--range", "0:10", "--matches", "-2"], "--matches must be at least 0"),
+                      (["--range", "0:10", "--kinds", "q"], "--kinds must be a non-empty list"),
+                      (["--range", "0:6000"], "at most 500 rows")):
+        assert main(["hypothesis", str(rec_path), *argv]) == 2
+        err = capsys.readouterr().err
+        assert msg in err and err.count("\n") == 1 and err.startswith("probe hypothesis: error: ")
+    assert not list(tmp_path.glob(".*"))  # nothing half-written beside the JSON
+
+
+def test_dashboard_command_maps_its_options_to_serve(monkeypatch, capsys):
+    import dashboards.app
+    from probe.cli.main import main
+    calls = []
+    monkeypatch.setattr(dashboards.app, "serve", lambda *a, **k: calls.append((a, k)) or 0)
+    assert main(["dashboard", "rec", "--host", "0.0.0.0", "--port", "9000"]) == 0
+    assert calls == [(("rec", None), {"host": "0.0.0.0", "port": 9000})]
+    assert main(["dashboard", "rec", "--port", "70000"]) == 2
+    assert "--port must be between 1 and 65535" in capsys.readouterr().err
+    monkeypatch.undo()
+    with pytest.raises(ProbeError, match="^port must be between"):  # checked before the recording is opened
+        dashboards.app.serve("rec", port=0)

@@ -21,7 +21,7 @@ def direct_test_loss(run, part: str = "test") -> tuple[float, int]:
     """Cross-entropy (nats, summed) of the model over the split, in one forward pass, computed here."""
     ck = ckpt.load(run)
     raw = corpus.read_bytes(corpus.locate(ck.meta["data"]["corpus"]))
-    ids = ck.vocab.encode(raw if ck.vocab.kind == "byte" else raw.decode("utf-8"))
+    ids = ck.vocab.encode(raw if ck.vocab.encoding == "byte" else raw.decode("utf-8"))
     d = ck.meta["data"]["split"][part]
     seg = torch.as_tensor(ids[d[0]:d[1]])
     with torch.no_grad():

@@ -23,6 +23,14 @@ SCRIPT = textwrap.dedent("""
             train(TrainConfig(data=d + "/t.txt", out=d + "/r", rnn_size=8, num_layers=1, embed_size=4,
                               batch_size=2, seq_length=10, max_iters=2, eval_every=2, sample_length=1),
                   progress=False)
+    elif mode == "cli-train":  # the entry point applies the heap setting, the library does not
+        import tempfile
+        from probe.cli.main import main
+        with tempfile.TemporaryDirectory() as d:
+            open(d + "/t.txt", "w").write("abcdefgh " * 400)
+            assert main(["train", "--data", d + "/t.txt", "--out", d + "/r", "--rnn-size", "8", "--num-layers", "1",
+                         "--embed-size", "4", "--batch-size", "2", "--seq-length", "10", "--max-iters", "2",
+                         "--eval-every", "2", "--sample-length", "1"]) == 0
     elif mode in ("all", "small"):
         print("applied", retain_freed_memory(mode))
     def faults():
@@ -54,9 +62,11 @@ def test_retained_heap_reuses_large_blocks_without_page_faults():
     assert small["retained"] == "small" and int(small["faults"]) > 50_000
 
 
-def test_train_applies_it_and_probe_heap_system_opts_out():
-    assert run("train")["retained"] == "all"
-    opted_out = run("train", PROBE_HEAP="system")
+def test_the_train_command_applies_it_the_library_does_not_and_probe_heap_system_opts_out():
+    assert run("cli-train")["retained"] == "all"
+    library = run("train")  # train() itself leaves the process-wide setting alone
+    assert library["retained"] == "none" and int(library["faults"]) > 50_000
+    opted_out = run("cli-train", PROBE_HEAP="system")
     assert opted_out["retained"] == "none" and int(opted_out["faults"]) > 50_000
     assert run("all", PROBE_HEAP="system")["applied"] == "False"
 

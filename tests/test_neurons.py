@@ -208,7 +208,7 @@ def test_cli_missing_recording(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_real_byte_recording_with_gates(tiny_byte_lstm, wiki_bytes, tmp_path, capsys):
-    record = pytest.importorskip("probe.record.recorder").record
+    from probe.record.recorder import record
     text = wiki_bytes[:4000].decode("utf-8", "ignore")
     r = record(tiny_byte_lstm, text, tmp_path / "rec")
     rec = r if isinstance(r, Recording) else Recording.open(tmp_path / "rec")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from probe.errors import ProbeError
-from probe.model.ngram import KneserNey, _modified_discounts
+from probe.model.ngram import KneserNey, _modified_discounts, fit_cached
 
 
 def reference_kn(train: list[int], order: int, V: int, discounts) -> callable:
@@ -143,8 +143,55 @@ def test_more_order_helps_on_real_text(shakespeare_text):
     lambda: KneserNey(2, 10).fit(np.array([1, 2, 12])),
     lambda: KneserNey(2, 10).bits(np.array([1, 2])),
     lambda: KneserNey(2, 4).fit(np.array([1, 2, 3])).bits(np.array([1, 4])),
-    lambda: KneserNey(12, 256).fit(np.arange(256)),
+    lambda: KneserNey(5, 256).fit(np.arange(4)),
+    lambda: KneserNey(2.5, 10),
+    lambda: KneserNey("7", 10),
+    lambda: KneserNey(True, 10),
 ])
 def test_bad_input_is_a_probe_error(make):
     with pytest.raises(ProbeError):
         make()
+
+
+def direct_log2_probs(train: list[int], test: list[int], order: int, V: int, discounts) -> np.ndarray:
+    """The slow reference, scored symbol by symbol over a whole text."""
+    ref = reference_kn(train, order, V, discounts)
+    return np.log2([ref(tuple(test[:i]), test[i]) for i in range(len(test))])
+
+
+def test_high_order_over_bytes_equals_reference():
+    # orders whose codes would not fit 64 bits as plain base-B numbers: ids of k-grams keep them exact
+    text = (b"the cat sat on the mat; the cat ran. " * 3 + b"a dog [[sat]] (on) the mat.") * 2
+    train = list(text)
+    test = list(b"the dog sat on the cat; [[the mat]] ran (to the cat).")
+    for order in (8, 12):
+        m = KneserNey(order, 256, discount=0.75).fit(np.array(train))
+        want = direct_log2_probs(train, test, order, 256, lambda k, c: 0.75 if c else 0.0)
+        np.testing.assert_allclose(m.log2_probs(np.array(test)), want, rtol=1e-10)
+
+
+def test_save_load_and_cache_give_the_same_numbers(tmp_path, small_train):
+    train = np.array(small_train)
+    test = np.array([1, 2, 4, 5, 0, 7, 1, 2, 3, 3, 4, 5, 0, 1])
+    m = KneserNey(6, 8).fit(train)
+    loaded = KneserNey.load(m.save(tmp_path / "m"))
+    np.testing.assert_array_equal(loaded.log2_probs(test), m.log2_probs(test))
+    np.testing.assert_array_equal(loaded.distribution(test[:5]), m.distribution(test[:5]))
+    first = fit_cached(train, 6, 8, cache=tmp_path / "cache")
+    entries = list((tmp_path / "cache").iterdir())
+    assert len(entries) == 1 and (entries[0] / "model.json").exists()
+    again = fit_cached(train, 6, 8, cache=tmp_path / "cache")  # loaded, memory-mapped
+    assert isinstance(again.orders[-1].grams, np.memmap)
+    np.testing.assert_array_equal(again.log2_probs(test), first.log2_probs(test))
+    fit_cached(train, 5, 8, cache=tmp_path / "cache")  # another order: another entry
+    assert len(list((tmp_path / "cache").iterdir())) == 2
+
+
+def test_twenty_gram_scores_a_long_text_in_seconds(shakespeare_text):
+    import time
+    ids = np.frombuffer(shakespeare_text.encode(), dtype=np.uint8).astype(np.int64)
+    m = KneserNey(20, 256).fit(ids[:400_000])
+    t0 = time.perf_counter()
+    lp = m.log2_probs(ids[400_000:700_000])
+    assert time.perf_counter() - t0 < 10  # about a second here
+    assert np.all(np.isfinite(lp)) and 1.5 < -lp.mean() < 3.5

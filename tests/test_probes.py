@@ -102,7 +102,7 @@ def test_cli_fit_probe(rec, capsys):
 
 @pytest.fixture(scope="module")
 def real_rec(tiny_lstm, shakespeare_text, tmp_path_factory) -> Recording:
-    record = pytest.importorskip("probe.record.recorder").record
+    from probe.record.recorder import record
     out = tmp_path_factory.mktemp("real") / "rec"
     r = record(tiny_lstm, shakespeare_text[:3000], out)
     return r if isinstance(r, Recording) else Recording.open(out)

@@ -223,7 +223,7 @@ def test_bf16_autocast_trains(tmp_path, small_text_file):
 
 def test_byte_vocabulary_takes_any_file(tiny_byte_lstm):
     ck = checkpoint.load(tiny_byte_lstm)
-    assert ck.vocab.kind == "byte" and ck.model.cfg.vocab_size == 256
+    assert ck.vocab.encoding == "byte" and ck.model.cfg.vocab_size == 256
 
 
 def torchrun_train(out: Path, data: Path) -> subprocess.CompletedProcess:

@@ -142,7 +142,7 @@ def test_cli_neuron(rec, capsys, tmp_path):
 
 @pytest.mark.slow
 def test_neuron_card_promoted_chars_on_a_real_model(tiny_lstm, shakespeare_text, tmp_path):
-    record = pytest.importorskip("probe.record.recorder").record
+    from probe.record.recorder import record
     r = record(tiny_lstm, shakespeare_text[:1500], tmp_path / "real")
     r = r if isinstance(r, Recording) else Recording.open(tmp_path / "real")
     card = neuron_card(r, "L1.h.3", n_top=5)

@@ -2,24 +2,24 @@
 
 A concept is binary (inside a regex match or not), continuous (column, distance
 to the line end) or integer (bracket depth, indentation). Built-ins are in
-`BUILTIN`; `get` takes a built-in name or else a regular expression.
+`BUILTIN`; `get` takes a built-in name or else a regular expression. Regexes,
+built-in ones included, run through `probe.analysis.safe_regex` with a time limit.
 
 >>> get("wiki-link").labels("see [[Paris]] now")
 array([0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0], dtype=uint8)
 """
 from __future__ import annotations
 
-import re
-import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
 
+from probe.analysis import safe_regex
+from probe.checks import ParamError
 from probe.errors import ProbeError
 
-KINDS = ("binary", "continuous", "integer")
-_FLAGS = {"i": re.IGNORECASE, "m": re.MULTILINE, "s": re.DOTALL, "x": re.VERBOSE, "a": re.ASCII}
+LABEL_TYPES = ("binary", "continuous", "integer")
 
 
 @dataclass
@@ -27,55 +27,56 @@ class Concept:
     """A labelling of text: `labels(text)` gives one value per character."""
 
     name: str
-    kind: str  # binary | continuous | integer
+    label_type: str  # binary | continuous | integer
     description: str
     fn: Callable[[str], np.ndarray] = field(repr=False)
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ProbeError(f"concept kind must be one of {', '.join(KINDS)}, not {self.kind!r}")
+        if self.label_type not in LABEL_TYPES:
+            raise ProbeError(f"label_type must be one of {', '.join(LABEL_TYPES)}, not {self.label_type!r}")
 
     def labels(self, text: str) -> np.ndarray:
         """Per-character labels: uint8 (binary), float32 (continuous) or int32 (integer)."""
         out = np.asarray(self.fn(text))
         if out.shape != (len(text),):
             raise ProbeError(f"concept {self.name}: {out.shape} labels for a text of {len(text)} characters")
-        dtype = {"binary": np.uint8, "continuous": np.float32, "integer": np.int32}[self.kind]
+        dtype = {"binary": np.uint8, "continuous": np.float32, "integer": np.int32}[self.label_type]
         return out.astype(dtype, copy=False)
 
 
 # --------------------------------------------------------------------------- constructors
 
 def parse_flags(flags: str) -> int:
-    value = 0
-    for ch in flags or "":
-        if ch not in _FLAGS:
-            raise ProbeError(f"unknown regex flag {ch!r}: use any of i (ignore case), m (multiline), "
-                             f"s (dot matches newline), x (verbose), a (ASCII)")
-        value |= _FLAGS[ch]
-    return value
+    """'ims' -> `re` flag bits; ProbeError for an unknown letter."""
+    return safe_regex.parse_flags(flags)
 
 
-def _regex_labels(rx: re.Pattern, group: int | str | None) -> Callable[[str], np.ndarray]:
-    def labels(text: str) -> np.ndarray:
+@dataclass(frozen=True)
+class RegexLabels:
+    """Text -> 1 inside the matches of a compiled pattern (or of one capture group), scanned with a time limit."""
+
+    rx: object  # a regex.Pattern
+    group: int | str = 0
+    timeout: float | None = None  # None: safe_regex.default_timeout() when the labels are computed
+
+    def __call__(self, text: str) -> np.ndarray:
+        found, _ = safe_regex.spans(self.rx, text, group=self.group, timeout=self.timeout)
         out = np.zeros(len(text), dtype=np.uint8)
-        for m in rx.finditer(text):
-            start, end = m.span(group if group is not None else 0)
-            if start >= 0 and end > start:
-                out[start:end] = 1
+        for start, end in found.tolist():
+            out[start:end] = 1
         return out
-    return labels
 
 
 def from_regex(pattern: str, flags: str = "", group: int | str | None = None, name: str | None = None,
-               description: str | None = None) -> Concept:
-    """Characters inside a match (or inside capture group `group`) are 1, others 0."""
-    try:
-        with warnings.catch_warnings():  # "possible nested set" and the like: not errors
-            warnings.simplefilter("ignore", FutureWarning)
-            rx = re.compile(pattern, parse_flags(flags))
-    except re.error as e:
-        raise ProbeError(f"invalid regex {pattern!r}: {e}") from None
+               description: str | None = None, *, timeout: float | None = None) -> Concept:
+    """Characters inside a match (or inside capture group `group`) are 1, others 0.
+
+    Matching stops after `timeout` seconds (default: $PROBE_REGEX_TIMEOUT, else
+    safe_regex.DEFAULT_TIMEOUT_S) with a one-line ProbeError.
+    """
+    if timeout is not None:
+        timeout = safe_regex.check_timeout(timeout)
+    rx = safe_regex.compile_pattern(pattern, flags)
     if group is not None:
         if isinstance(group, str) and group.isdigit():
             group = int(group)
@@ -84,13 +85,21 @@ def from_regex(pattern: str, flags: str = "", group: int | str | None = None, na
         if isinstance(group, str) and group not in rx.groupindex:
             raise ProbeError(f"regex {pattern!r} has no group named {group!r}")
     shown = f"/{pattern}/{flags or ''}" + (f" group {group}" if group is not None else "")
-    return Concept(name or shown, "binary", description or f"inside matches of {shown}", _regex_labels(rx, group))
+    return Concept(name or shown, "binary", description or f"inside matches of {shown}",
+                   RegexLabels(rx, 0 if group is None else group, timeout))
 
 
-def from_function(name: str, fn: Callable[[str], np.ndarray], kind: str = "binary",
+def with_timeout(concept: Concept, timeout: float | None) -> Concept:
+    """The concept with its regex matching limited to `timeout` seconds (unchanged if it is not a regex)."""
+    if timeout is None or not isinstance(concept.fn, RegexLabels):
+        return concept
+    return replace(concept, fn=replace(concept.fn, timeout=safe_regex.check_timeout(timeout)))
+
+
+def from_function(name: str, fn: Callable[[str], np.ndarray], label_type: str = "binary",
                   description: str = "") -> Concept:
     """A concept from any function text -> per-character labels."""
-    return Concept(name, kind, description or f"labels from {getattr(fn, '__name__', 'a function')}", fn)
+    return Concept(name, label_type, description or f"labels from {getattr(fn, '__name__', 'a function')}", fn)
 
 
 # --------------------------------------------------------------------------- built-in labellings
@@ -169,19 +178,20 @@ BUILTIN: dict[str, Concept] = {c.name: c for c in [
 ]}
 
 
-def get(name_or_regex: str, *, flags: str = "", group: int | str | None = None) -> Concept:
-    """A built-in concept by name, else the regex `name_or_regex`."""
+def get(name_or_regex: str, *, flags: str = "", group: int | str | None = None,
+        timeout: float | None = None) -> Concept:
+    """A built-in concept by name, else the regex `name_or_regex` (matching limited to `timeout` seconds)."""
     if name_or_regex in BUILTIN and not flags and group is None:
-        return BUILTIN[name_or_regex]
-    return from_regex(name_or_regex, flags, group)
+        return with_timeout(BUILTIN[name_or_regex], timeout)
+    return from_regex(name_or_regex, flags, group, timeout=timeout)
 
 
-def builtin(name: str) -> Concept:
+def builtin(name: str, *, timeout: float | None = None) -> Concept:
     """A built-in concept; an unknown name is a ProbeError listing the known ones."""
     if name not in BUILTIN:
-        raise ProbeError(f"unknown concept {name!r}; built-in concepts: {', '.join(BUILTIN)} "
-                         f"(or pass --pattern REGEX)")
-    return BUILTIN[name]
+        raise ParamError("name", f"unknown concept {name!r}; built-in concepts: {', '.join(BUILTIN)} "
+                                 "(or a regular expression: {pattern=REGEX})", advice=True, others=("pattern",))
+    return with_timeout(BUILTIN[name], timeout)
 
 
 def row_labels(rec, concept: Concept) -> np.ndarray:
@@ -190,7 +200,7 @@ def row_labels(rec, concept: Concept) -> np.ndarray:
     labels = rec.row_labels(concept.labels(text))
     if len(labels) == 0:
         raise ProbeError("the recording is empty")
-    if concept.kind == "binary":
+    if concept.label_type == "binary":
         n_in = int(labels.sum())
         if n_in == 0:
             raise ProbeError(f"concept {concept.name} matches nothing in the recorded text "

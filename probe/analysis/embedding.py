@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 
 from probe.analysis.concepts import Concept, as_concept
-from probe.errors import ProbeError
-from probe.record.recording import Recording, array_name
+from probe.checks import check_choice, check_int
+from probe.names import Unit, array_name
+from probe.record.recording import Recording
 
 METHODS = ("pca", "umap")
 
@@ -31,11 +32,9 @@ def embed_states(rec: Recording, *, layer: int, kind: str = "h", method: str = "
                  concept: Concept | str | None = None, n: int = 5000, seed: int = 0) -> pd.DataFrame:
     """Columns x, y, row, char, label (the concept's row label, NaN without a concept)."""
     concept = as_concept(concept)
-    if method not in METHODS:
-        raise ProbeError(f"--method must be one of {', '.join(METHODS)}, not {method!r}")
-    if n < 3:
-        raise ProbeError(f"need at least 3 rows to embed, not {n}")
-    rec.check_unit(f"L{layer}.{kind}.0")
+    check_choice("method", method, METHODS)
+    check_int("n", n, min=3)
+    rec.check_unit(Unit(layer, kind, 0))
     rows = sample_rows(rec.n_rows, n, seed)
     X = np.asarray(rec.array(array_name(layer, kind))[rows], dtype=np.float64)
     X = np.nan_to_num(X, nan=0.0, posinf=1e6, neginf=-1e6)

@@ -35,6 +35,13 @@ class NeuronCard:
     suppressed: list[tuple[str, float]] = field(default_factory=list)
     note: str = ""
 
+    def to_dict(self) -> dict:
+        """Plain JSON types: the card as `probe neuron --json` writes it (quantile keys as strings)."""
+        return {"unit": self.unit, "top": self.top, "bottom": self.bottom, "hist_counts": self.hist_counts.tolist(),
+                "hist_edges": self.hist_edges.tolist(), "quantiles": {str(k): v for k, v in self.quantiles.items()},
+                "density": self.density, "mean": self.mean, "std": self.std, "promoted": self.promoted,
+                "suppressed": self.suppressed, "note": self.note}
+
 
 def _unit_values(rec: Recording, unit: str, chunk_rows: int = 262144) -> np.ndarray:
     u = rec.check_unit(unit)
@@ -105,7 +112,7 @@ def neuron_card(rec: Recording, unit: str, *, n_top: int = 20, window: int = 40,
         if ck and Path(ck).exists():
             card.promoted, card.suppressed = output_effect(ck, rec, u.index)
         else:
-            card.note = "no checkpoint found for the output weights (pass --checkpoint)"
+            card.note = "no checkpoint found for the output weights (give the model's checkpoint)"
     else:
         card.note = "output weights: only the top layer's h feeds the head"
     return card

@@ -18,6 +18,7 @@ Side by side:
 """
 from __future__ import annotations
 
+import json
 import sys
 import warnings
 from dataclasses import dataclass, field
@@ -27,8 +28,10 @@ import numpy as np
 import pandas as pd
 
 from probe.analysis.concepts import Concept, as_concept, row_labels
+from probe.checks import ParamError
 from probe.errors import ProbeError
-from probe.record.recording import Recording, array_name, text_sha256
+from probe.names import array_name, unit_name
+from probe.record.recording import Recording, text_sha256
 
 MAX_CLASSES = 5  # integer concepts: 0, 1, ..., MAX_CLASSES - 1 (the last means "at least")
 
@@ -45,14 +48,20 @@ class ProbeReport:
     n_test: int
     notes: list[str] = field(default_factory=list)
 
+    def to_dict(self) -> dict:
+        """Plain JSON types: the report as `probe fit-probe --json` writes it."""
+        return {"concept": self.concept.name, "task": self.task, "train_rows": list(self.train_rows),
+                "test_rows": list(self.test_rows), "table": json.loads(self.table.to_json(orient="records")),
+                "sparse": json.loads(self.sparse.to_json(orient="records")), "notes": list(self.notes)}
+
 
 # --------------------------------------------------------------------------- labels
 
 def task_labels(concept: Concept, y: np.ndarray, max_classes: int = MAX_CLASSES) -> tuple[np.ndarray, str]:
     """Row labels as the probe sees them: binary 0/1, capped integer categories, or floats."""
-    if concept.kind == "binary":
+    if concept.label_type == "binary":
         return y.astype(np.int64), "binary"
-    if concept.kind == "integer":
+    if concept.label_type == "integer":
         return np.clip(y.astype(np.int64), 0, max_classes - 1), "categorical"
     return y.astype(np.float64), "continuous"
 
@@ -131,14 +140,11 @@ def sparse_ks(h: int) -> list[int]:
 
 def untrained_recording(rec: Recording, progress: bool = False) -> Recording:
     """An untrained model of the same shape recorded on the same text (cached next to the recording)."""
-    try:
-        from probe.record.recorder import record
-    except ImportError:
-        raise ProbeError("recording an untrained model needs probe.record.recorder, which is not available") from None
+    from probe.record.recorder import record
     ck = (rec.meta.get("checkpoint") or {}).get("path")
     if not ck or not Path(ck).exists():
-        raise ProbeError(f"the recording {rec.path} names no checkpoint that exists here; "
-                         f"pass --untrained RECORDING instead of auto")
+        raise ParamError("untrained", f"the recording {rec.path} names no checkpoint that exists here; "
+                                      "pass {untrained=RECORDING} instead of auto", advice=True)
     if (rec.meta.get("checkpoint") or {}).get("untrained"):
         raise ProbeError(f"{rec.path} already is a recording of an untrained model")
     cache = rec.path.parent / f".{rec.path.name}.untrained"
@@ -223,7 +229,7 @@ def fit_probes(rec: Recording, concept: Concept | str, *, kinds: list[str] | Non
                                  _features(untrained, layer, kind, te), y_te)
             rows.append({"layer": layer, "kind": kind, "metric": metric, "probe": full, "majority": majority,
                          "best_unit": best_score, "untrained": unt, "control": control,
-                         "selectivity": full - control, "best_unit_name": f"L{layer}.{kind}.{best}"})
+                         "selectivity": full - control, "best_unit_name": unit_name(layer, kind, best)})
             if sparse:
                 for k in sparse_ks(rec.hidden_size):
                     cols = order[:k]

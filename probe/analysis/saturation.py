@@ -10,9 +10,8 @@ import numpy as np
 import pandas as pd
 
 from probe.errors import ProbeError
-from probe.record.recording import GATE_KINDS, Recording, array_name
-
-TANH_GATES = {"g", "n"}
+from probe.names import GATES, TANH_GATES, array_name, parse_array
+from probe.record.recording import Recording
 
 
 def gate_saturation(rec: Recording, *, low: float = 0.1, high: float = 0.9, layers: list[int] | None = None,
@@ -20,9 +19,9 @@ def gate_saturation(rec: Recording, *, low: float = 0.1, high: float = 0.9, laye
     """One row per gate unit: layer, gate, index, left (fraction of steps < low), right (fraction > high)."""
     if not 0 <= low < high <= 1:
         raise ProbeError(f"need 0 <= low < high <= 1, not low={low}, high={high}")
-    gates = [g for g in GATE_KINDS.get(rec.model_kind, ()) if g in rec.kinds]
+    gates = [g for g in GATES[rec.cell] if g in rec.kinds]
     if not gates:
-        raise ProbeError(f"the recording {rec.path} holds no gates ({rec.model_kind}, kinds "
+        raise ProbeError(f"the recording {rec.path} holds no gates ({rec.cell}, kinds "
                          f"{', '.join(rec.kinds)}): record an LSTM or GRU with gates to see saturation")
     layers = list(range(rec.num_layers)) if layers is None else layers
     names = [array_name(l, g) for l in layers for g in gates]
@@ -31,7 +30,7 @@ def gate_saturation(rec: Recording, *, low: float = 0.1, high: float = 0.9, laye
     right = {n: np.zeros(H, np.int64) for n in names}
     for _, _, block in rec.iter_chunks(names, chunk_rows):
         for n, x in block.items():
-            if n.rsplit(".", 1)[-1] in TANH_GATES:
+            if parse_array(n).kind in TANH_GATES:
                 x = (x + 1.0) * 0.5
             left[n] += (x < low).sum(0)
             right[n] += (x > high).sum(0)

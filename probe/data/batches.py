@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from probe.checks import ParamError
 from probe.errors import ProbeError
 
 
@@ -19,10 +20,10 @@ class StreamBatches:
         total = streams * world
         L = (len(ids) - 1) // total
         if L < seq_length:
-            raise ProbeError(
-                f"{what} too short: {len(ids)} characters make fewer than one batch of "
-                f"{total} streams x {seq_length} characters; lower --batch-size or --seq-length"
-            )
+            raise ParamError(
+                "batch_size", f"{what} too short: {len(ids)} characters make fewer than one batch of "
+                f"{total} streams x {seq_length} characters; lower {{batch_size}} or {{seq_length}}",
+                advice=True, others=("seq_length",))
         t = torch.from_numpy(np.ascontiguousarray(ids[: total * L + 1], dtype=np.int64))
         self.x = t[: total * L].view(total, L)[rank * streams:(rank + 1) * streams]
         self.y = t[1: total * L + 1].view(total, L)[rank * streams:(rank + 1) * streams]
@@ -43,6 +44,6 @@ def eval_streams(ids: np.ndarray, streams: int) -> tuple[torch.Tensor, torch.Ten
     streams = max(1, min(streams, (len(ids) - 1) // 64 or 1))
     L = (len(ids) - 1) // streams
     if L < 1:
-        raise ProbeError("validation text is empty: lower --val-frac's rounding or use a longer text")
+        raise ParamError("val_frac", "validation text is empty: raise {val_frac} or use a longer text", advice=True)
     t = torch.from_numpy(np.ascontiguousarray(ids[: streams * L + 1], dtype=np.int64))
     return t[: streams * L].view(streams, L), t[1: streams * L + 1].view(streams, L)

@@ -15,6 +15,7 @@ from pathlib import Path
 import plotly.graph_objects as go
 
 from probe.errors import ProbeError
+from probe.files import fsync_file
 
 IMAGE_FORMATS = ("png", "svg", "pdf")
 FORMATS = ("html",) + IMAGE_FORMATS
@@ -94,6 +95,7 @@ def write_figures(items: list[tuple[go.Figure, str | Path]], *, scale: float = 2
             if not tmp.exists() or tmp.stat().st_size == 0:
                 raise ProbeError(f"cannot write {p}: the {tmp.suffix} export produced nothing there")
         for p in paths:
+            fsync_file(_temp_name(p))  # whole on the disk before the rename
             os.replace(_temp_name(p), p)
     finally:
         for p in paths:
@@ -108,10 +110,7 @@ def write_figure(fig: go.Figure, path: str | Path, *, scale: float = 2.0) -> Pat
 
 def _render_images(items: list[tuple[go.Figure, Path, str]], scale: float) -> None:
     chrome = find_chrome()
-    try:
-        import kaleido
-    except ImportError:
-        raise ProbeError("static export needs the kaleido package (pip install 'kaleido>=1')") from None
+    import kaleido
     specs = []
     for fig, path, fmt in items:
         lay = fig.layout

@@ -6,6 +6,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from probe.figures.colors import QUALITATIVE
+from probe.names import Site
 
 METRIC_LABEL = {"auc": "held-out ROC AUC", "pearson": "held-out |Pearson r|", "accuracy": "held-out accuracy",
                 "r2": "held-out R²"}
@@ -26,7 +27,7 @@ def probe_figure(table: pd.DataFrame, *, title: str | None = None) -> go.Figure:
     """Bars: the linear probe's held-out score per layer and state kind; markers: the baselines."""
     if table.empty:
         raise ValueError("the probe table is empty")
-    cats = [f"L{int(l)}.{k}" for l, k in zip(table["layer"], table["kind"])]
+    cats = [Site(int(l), k).label for l, k in zip(table["layer"], table["kind"])]
     hover = []
     for _, r in table.iterrows():
         parts = [f"probe {r['probe']:.3f}"] + [f"{name} {r[col]:.3f}" for col, name, _, _ in BASELINES
@@ -59,7 +60,7 @@ def sparse_figure(sparse: pd.DataFrame, *, title: str | None = None, metric: str
     fig = go.Figure()
     for i, ((layer, kind), g) in enumerate(sparse.groupby(["layer", "kind"], sort=True)):
         g = g.sort_values("k")
-        fig.add_trace(go.Scatter(x=g["k"], y=g["score"], mode="lines+markers", name=f"L{int(layer)}.{kind}",
+        fig.add_trace(go.Scatter(x=g["k"], y=g["score"], mode="lines+markers", name=Site(int(layer), kind).label,
                                  line=dict(color=QUALITATIVE[i % len(QUALITATIVE)], width=2)))
     ks = sorted(int(k) for k in sparse["k"].unique())
     ylab = METRIC_LABEL.get(metric, metric) if metric else (

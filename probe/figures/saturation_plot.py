@@ -6,6 +6,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from probe.figures.colors import QUALITATIVE
+from probe.names import unit_name
 
 GATE_NAMES = {"i": "input gate", "f": "forget gate", "o": "output gate", "g": "cell candidate",
               "r": "reset gate", "z": "update gate", "n": "new state"}
@@ -30,7 +31,7 @@ def saturation_figure(df: pd.DataFrame, *, title: str | None = None, left: float
             fig.add_trace(go.Scatter(
                 x=g["left"], y=g["right"], mode="markers", name=GATE_NAMES.get(gate, gate), legendgroup=gate,
                 showlegend=c == 1, marker=dict(size=6, opacity=0.65, color=QUALITATIVE[gi % len(QUALITATIVE)]),
-                text=[f"L{layer}.{gate}.{int(i)}" for i in g["index"]],
+                text=[unit_name(layer, gate, i) for i in g["index"]],
                 hovertemplate="%{text}<br>left-saturated %{x:.2f}<br>right-saturated %{y:.2f}<extra></extra>"),
                 row=1, col=c)
         fig.update_xaxes(title_text=f"fraction left-saturated (< {left:g})", range=[-0.02, 1.02],

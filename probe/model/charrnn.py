@@ -11,11 +11,12 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from probe.errors import ProbeError
+from probe.checks import check_at_least, check_choice, check_number
+from probe.names import array_name
 
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
-# Names of the gates of each cell kind, in the order PyTorch stores them.
-GATES = {"lstm": ("i", "f", "g", "o"), "gru": ("r", "z", "n"), "rnn": ()}
+_GATE_BLOCKS = {"lstm": 4, "gru": 3, "rnn": 1}  # weight blocks per layer
+_SAVED_PER_UNIT = {"lstm": 8, "gru": 6, "rnn": 3}  # floats per unit and step kept for backward (estimate)
 
 
 @dataclass
@@ -27,14 +28,34 @@ class ModelConfig:
     embed_size: int = 64
     dropout: float = 0.1
 
-    def validate(self) -> None:
-        if self.model not in CELLS:
-            raise ProbeError(f"--model must be one of {', '.join(CELLS)}, not {self.model!r}")
-        for name in ("vocab_size", "rnn_size", "num_layers", "embed_size"):
-            if int(getattr(self, name)) < 1:
-                raise ProbeError(f"--{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}")
-        if not 0 <= self.dropout < 1:
-            raise ProbeError(f"--dropout must be in [0, 1), not {self.dropout}")
+    def validate(self, batch: int | None = None, seq: int | None = None) -> None:
+        """Check the options; also that the model (trained on batch x seq windows, if given) fits in memory."""
+        check_choice("model", self.model, CELLS)
+        check_at_least(vocab_size=(self.vocab_size, 1), rnn_size=(self.rnn_size, 1),
+                       num_layers=(self.num_layers, 1), embed_size=(self.embed_size, 1))
+        check_number("dropout", self.dropout, min=0, max=1, max_open=True)
+        self.check_memory(batch, seq)
+
+    def num_params(self) -> int:
+        """Parameters of the model this config builds (computed, nothing allocated)."""
+        V, E, H, L, g = (int(self.vocab_size), int(self.embed_size), int(self.rnn_size), int(self.num_layers),
+                         _GATE_BLOCKS[self.model])
+        first = g * H * (E + H) + 2 * g * H
+        rest = g * H * (H + H) + 2 * g * H
+        return V * E + first + (L - 1) * rest + H * V + V
+
+    def check_memory(self, batch: int | None = None, seq: int | None = None) -> None:
+        """ProbeError if the float32 weights (and, given batch and seq, a training step) cannot fit in memory."""
+        from probe.runtime.memory import check_fits
+        shape = f"a {self.model.upper()} of {self.num_layers} x {self.rnn_size} units"
+        n = self.num_params()
+        check_fits(4 * n, f"{shape} ({n:,} parameters)", "lower rnn_size, num_layers or embed_size")
+        if batch is not None and seq is not None:
+            per_row = (int(self.embed_size) + int(self.num_layers) * _SAVED_PER_UNIT[self.model] * int(self.rnn_size)
+                       + 3 * int(self.vocab_size))
+            need = 16 * n + 8 * int(batch) * int(seq) * per_row  # weights, grads, 2 Adam moments; activations x2
+            check_fits(need, f"training {shape} on batches of {batch} x {seq} characters",
+                       "lower batch_size, seq_length, rnn_size or num_layers")
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -104,13 +125,13 @@ def state_tensors(state: State) -> dict[str, torch.Tensor]:
     out = {}
     for i, s in enumerate(state):
         if isinstance(s, tuple):
-            out[f"L{i}.h"], out[f"L{i}.c"] = s
+            out[array_name(i, "h")], out[array_name(i, "c")] = s
         else:
-            out[f"L{i}.h"] = s
+            out[array_name(i, "h")] = s
     return {k: v.detach().contiguous().cpu() for k, v in out.items()}
 
 
 def state_from_tensors(d: dict[str, torch.Tensor], model: str, num_layers: int, device=None) -> State:
     if model == "lstm":
-        return [(d[f"L{i}.h"].to(device), d[f"L{i}.c"].to(device)) for i in range(num_layers)]
-    return [d[f"L{i}.h"].to(device) for i in range(num_layers)]
+        return [(d[array_name(i, "h")].to(device), d[array_name(i, "c")].to(device)) for i in range(num_layers)]
+    return [d[array_name(i, "h")].to(device) for i in range(num_layers)]

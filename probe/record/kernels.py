@@ -1,10 +1,10 @@
-"""Compiled kernels of the recorder (numba; torch fallbacks when numba is missing).
+"""Compiled kernels of the recorder (numba, compiled on first use and cached on disk).
 
 - `lstm_cell_states`: the cell-state recurrence `c_t = f_t * c_{t-1} + i_t * g_t`. Element-wise
   and cheap (no matmul) but sequential in time: a Python loop over steps would dominate a
   recording, so it runs as one compiled loop per chunk.
-- `topk_rows`: the k largest entries of every row in one pass (torch.topk costs ~6 us a row
-  over a 256-symbol vocabulary here, more than the rest of a small model's recording).
+- `topk_rows`: the k largest entries of every row in one pass (torch.topk per row costs more
+  than the rest of a small model's recording).
 """
 from __future__ import annotations
 
@@ -32,20 +32,14 @@ _compiled_topk = None
 
 def _numba():
     _set_numba_cache_dir()
-    try:
-        import numba
-        return numba
-    except ImportError:  # pragma: no cover - numba is a dependency
-        return None
+    import numba  # imported on first use: it takes a while, and sets its cache folder from the environment
+    return numba
 
 
 def _topk_kernel():
     global _compiled_topk
     if _compiled_topk is None:
         numba = _numba()
-        if numba is None:  # pragma: no cover
-            _compiled_topk = False
-            return _compiled_topk
 
         @numba.njit(cache=True, nogil=True)
         def topk(x, ids, vals):  # x (N, V); ids, vals (N, k): sorted descending, ties: lower index first
@@ -78,22 +72,14 @@ def topk_rows(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     x = np.ascontiguousarray(x)
     ids = np.zeros((x.shape[0], k), dtype=np.int64)
     vals = np.zeros((x.shape[0], k), dtype=x.dtype)
-    kernel = _topk_kernel()
-    if kernel:
-        kernel(x, ids, vals)
-        return ids, vals
-    import torch  # pragma: no cover
-    v, i = torch.from_numpy(x).topk(k, dim=-1)  # pragma: no cover
-    return i.numpy(), v.numpy()  # pragma: no cover
+    _topk_kernel()(x, ids, vals)
+    return ids, vals
 
 
 def _kernel():
     global _compiled
     if _compiled is None:
         numba = _numba()
-        if numba is None:  # pragma: no cover
-            _compiled = False
-            return _compiled
 
         @numba.njit(cache=True, nogil=True)
         def lstm_c(acts, c0, out):  # acts (S, T, 4H) activated i f g o; c0 (S, H); out (S, T, H)
@@ -118,21 +104,5 @@ def lstm_cell_states(acts: np.ndarray, c0: np.ndarray) -> np.ndarray:
     out = np.empty((S, T, H4 // 4), dtype=np.float32)
     if T == 0:
         return out
-    kernel = _kernel()
-    if kernel:
-        kernel(acts, c0, out)
-        return out
-    return _torch_loop(acts, c0, out)  # pragma: no cover
-
-
-def _torch_loop(acts: np.ndarray, c0: np.ndarray, out: np.ndarray) -> np.ndarray:  # pragma: no cover
-    import torch
-    a, o = torch.from_numpy(acts), torch.from_numpy(out)
-    H = acts.shape[2] // 4
-    i, f, g = a[..., :H], a[..., H:2 * H], a[..., 2 * H:3 * H]
-    ig = i * g
-    c = torch.from_numpy(c0)
-    for t in range(acts.shape[1]):
-        c = f[:, t] * c + ig[:, t]
-        o[:, t] = c
+    _kernel()(acts, c0, out)
     return out

@@ -2,9 +2,10 @@
 
 How it stays fast and exact, per chunk of the text:
 
-1. each layer's fused `nn.LSTM`/`nn.GRU`/`nn.RNN` call gives that layer's whole `h` sequence
-   (the state is carried from chunk to chunk, so chunking changes nothing);
-2. LSTM on CPU: the fused pass runs oneDNN's kernel in training mode, whose workspace holds every
+1. the model's one walk over its layers (`probe.model.hooks.run_with_hooks`), each layer one fused
+   `nn.LSTM`/`nn.GRU`/`nn.RNN` call, gives every layer's whole `h` sequence (the state is carried from
+   chunk to chunk, so chunking changes nothing);
+2. LSTM on CPU: the walk's layer runner runs oneDNN's kernel in training mode, whose workspace holds every
    step's gate activations (`probe.record.onednn_gates`), checked each chunk against the kernel's own `c_n`.
    Otherwise (GPU, GRU, a failed check) all gates of the chunk come from ONE batched matmul per layer,
    `[x_t, h_{t-1}] @ [W_ih; W_hh]^T + b` (GRU: one for the input part, one for the hidden part, since
@@ -17,9 +18,9 @@ How it stays fast and exact, per chunk of the text:
 Row r is the state after reading symbol r; its top-k and loss predict symbol r + 1.
 
 With `streams > 1` the text is cut into that many contiguous segments run side by side
-(faster), each warmed up on the `warmup` symbols before it. That is NOT exact: the
-deviation from one pass is measured on the second stream's first rows as recorded (against one
-exact pass over them) and stored in meta.json (see `measure_deviation`).
+(faster), each warmed up on the `warmup` symbols before it. That is NOT exact: the deviation
+from one exact pass is measured on every recorded row after the first stream and stored in
+meta.json, with the boundary where the worst was found (`probe.record.deviation`).
 """
 from __future__ import annotations
 
@@ -29,9 +30,7 @@ import math
 import os
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -42,11 +41,16 @@ from probe import __version__
 from probe.model import checkpoint as ckpt_mod
 from probe.data import corpus
 from probe.record.kernels import lstm_cell_states, topk_rows
+from probe.record import deviation as stream_deviation
 from probe.record.background_writes import BackgroundWrites
-from probe.runtime.heap import give_back_freed_memory, one_arena, retain_freed_memory
+from probe.runtime.heap import give_back_freed_memory, heap_retained
+from probe.runtime.threads import refresh_threads
 from probe.model.checkpoint import Checkpoint
+from probe.checks import ParamError, check_at_least, check_choice, check_int
 from probe.errors import ProbeError
-from probe.model.charrnn import GATES, CharRNN, ModelConfig
+from probe.model.charrnn import CharRNN, ModelConfig
+from probe.model.hooks import fused_layer, run_with_hooks
+from probe.names import GATES, STATES
 from probe.record.onednn_gates import disable as disable_onednn_gates
 from probe.record.onednn_gates import lstm_layer_with_gates
 from probe.record.recording import (NpyWriter, Recording, RecordingWriter, array_name, char_of_row_for_bytes,
@@ -54,8 +58,7 @@ from probe.record.recording import (NpyWriter, Recording, RecordingWriter, array
 from probe.data.vocab import Vocab, decode_utf8
 
 LN2 = math.log(2.0)
-DEVIATION_ROWS = 2_000  # rows compared after the stream boundary
-CHUNK_ROWS = 4096  # rows a chunk (all streams together); 3x512: peak 1.0 GB, 1.6 GB at 8192, same speed
+CHUNK_ROWS = 4096  # rows a chunk (all streams together): memory grows with it
 
 Emit = Callable[[str, "torch.Tensor | np.ndarray"], None]
 
@@ -78,16 +81,15 @@ def _parse_range(char_range, n: int, max_chars: int | None) -> tuple[int, int]:
     start = 0 if start is None else int(start)
     stop = n if stop is None else int(stop)
     if start < 0 or stop < 0:
-        raise ProbeError(f"--range {start}:{stop}: positions must not be negative")
+        raise ParamError("char_range", f"{start}:{stop}: positions must not be negative")
     if start > n:
-        raise ProbeError(f"--range starts at {start}, beyond the end of the text ({n:,} symbols)")
+        raise ParamError("char_range", f"starts at {start}, beyond the end of the text ({n:,} symbols)")
     stop = min(stop, n)
     if max_chars is not None:
-        if max_chars < 1:
-            raise ProbeError(f"--max-chars must be at least 1, not {max_chars}")
+        check_int("max_chars", max_chars, min=1)
         stop = min(stop, start + max_chars)
     if stop <= start:
-        raise ProbeError(f"--range {start}:{stop} selects no text")
+        raise ParamError("char_range", f"{start}:{stop} selects no text")
     return start, stop
 
 
@@ -95,7 +97,7 @@ def _select(vocab: Vocab, full, base: int, start: int, stop: int, source: str, e
             ) -> TextToRecord:
     """Symbols [base+start, base+stop) of `full` (bytes for byte models, str for char models)."""
     a, b = base + start, base + stop
-    if vocab.kind == "byte":
+    if vocab.encoding == "byte":
         raw = bytes(full[a:b])
         ids = np.frombuffer(raw, dtype=np.uint8).astype(np.int32)
         text = decode_bytes(raw)
@@ -107,16 +109,16 @@ def _select(vocab: Vocab, full, base: int, start: int, stop: int, source: str, e
         recorded = text.encode("utf-8")
     next_id = None
     if b < len(full):
-        next_id = int(full[b]) if vocab.kind == "byte" else int(vocab.encode(full[b])[0])
+        next_id = int(full[b]) if vocab.encoding == "byte" else int(vocab.encode(full[b])[0])
     info = {"source": source, "sha256": hashlib.sha256(recorded).hexdigest(), "n_chars": len(text),
-            "n_bytes": len(recorded), "char_range": [a, b], "range_unit": "byte" if vocab.kind == "byte" else "char",
+            "n_bytes": len(recorded), "char_range": [a, b], "range_unit": "byte" if vocab.encoding == "byte" else "char",
             "next_symbol_from_source": next_id is not None}
     info.update(extra or {})
     return TextToRecord(ids=ids, text=text, raw=raw, next_id=next_id, info=info)
 
 
 def _as_symbols(vocab: Vocab, data: str | bytes, name: str):
-    if vocab.kind == "byte":
+    if vocab.encoding == "byte":
         return data.encode("utf-8") if isinstance(data, str) else bytes(data)
     return data if isinstance(data, str) else decode_utf8(bytes(data), name)
 
@@ -129,13 +131,12 @@ def resolve_text(ck: Checkpoint, text=None, part: str = "val", char_range=None, 
     """
     vocab = ck.vocab
     if text is None:
-        if part not in ("train", "val", "test"):
-            raise ProbeError(f"--part must be train, val or test, not {part!r}")
+        check_choice("part", part, ("train", "val", "test"))
         data = ck.meta.get("data") or {}
         try:
             path, raw = corpus.read_training_corpus(data)
         except ProbeError as e:
-            raise ProbeError(f"{e}; give a TEXT_FILE or --text") from None
+            raise ParamError("text", f"{e}; give the text to record as {{text}}", advice=True) from None
         full = _as_symbols(vocab, raw, str(path))
         split = corpus.Split.from_json(data["split"])
         if split.n != len(full):
@@ -162,7 +163,7 @@ def resolve_text(ck: Checkpoint, text=None, part: str = "val", char_range=None, 
 
 def unknown_chars(vocab: Vocab, tt: TextToRecord, most: int = 10) -> dict:
     """How many characters a char vocabulary read as <unk>, and the most common of them."""
-    if vocab.kind == "byte":
+    if vocab.encoding == "byte":
         return {"count": 0, "most_common": []}
     mask = tt.ids == 0
     count = int(mask.sum())
@@ -181,7 +182,7 @@ _onednn_linear_ok = True
 
 def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """x @ w^T + b in float32. On CPU through oneDNN's matmul (the library of the fused LSTM kernels:
-    about 1.9x faster here than torch.addmm's MKL path, same float32 accuracy); else addmm."""
+    faster than torch.addmm's MKL path on the CPUs measured, same float32 accuracy); else addmm."""
     global _onednn_linear_ok
     if _onednn_linear_ok and x.device.type == "cpu" and x.dtype == torch.float32:
         try:
@@ -189,6 +190,16 @@ def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         except (AttributeError, RuntimeError):
             _onednn_linear_ok = False
     return torch.addmm(b, x, w.t())
+
+
+def _lstm_with_gates(l: int, layer: torch.nn.Module, inp: torch.Tensor, state) -> tuple:
+    """The recorder's layer runner (`probe.model.hooks`): an LSTM layer's fused pass whose extra is
+    (gate activations (S, T, 4H), c_n (S, H)) from oneDNN's workspace, or None where that is unavailable."""
+    got = None if state is None else lstm_layer_with_gates(layer, inp, state)
+    if got is None:
+        return fused_layer(l, layer, inp, state)
+    out, s, gates = got
+    return out, s, (gates, s[1][0])
 
 
 class _Engine:
@@ -201,6 +212,7 @@ class _Engine:
         self.gates = gates and self.kind != "rnn"
         self.topk = min(int(topk), model.cfg.vocab_size)
         self.predictions = predictions
+        self.seq_names = ["embed"] + [array_name(l, "h") for l in range(len(model.layers))]
         self.weights = []
         with torch.no_grad():
             for layer in model.layers:
@@ -216,33 +228,16 @@ class _Engine:
     def zero_state(self, batch: int) -> list:
         return self.model.zero_state(batch, device=next(self.model.parameters()).device)
 
-    @torch.no_grad()
     def advance(self, x: torch.Tensor, state: list | None) -> list:
         """Run the layers over x (batch, time) and return the new state only (warm-up, exact prefixes)."""
-        out = self.model.embed(x)
-        new = []
-        for i, layer in enumerate(self.model.layers):
-            out, s = layer(out, None if state is None else state[i])
-            new.append(s)
-        return new
+        return run_with_hooks(self.model, x, state, head=False).state
 
-    @torch.no_grad()
     def forward(self, x: torch.Tensor, state: list) -> tuple[list, list, list]:
-        """The fused pass of every layer over x (S, T): ([embedding, h of L0, h of L1, ...], new state,
+        """The walk over x (S, T), every layer fused: ([embedding, h of L0, h of L1, ...], new state,
         per layer the LSTM gate activations (S, T, 4H) and c_n kept by oneDNN's kernel, or None)."""
-        seqs = [self.model.embed(x)]
-        new_state, kept = [], []
-        for l, layer in enumerate(self.model.layers):
-            got = lstm_layer_with_gates(layer, seqs[-1], state[l]) if self.kind == "lstm" else None
-            if got is None:
-                out, s = layer(seqs[-1], state[l])
-                kept.append(None)
-            else:
-                out, s, gates = got
-                kept.append((gates, s[1][0]))
-            seqs.append(out)
-            new_state.append(s)
-        return seqs, new_state, kept
+        runner = _lstm_with_gates if self.kind == "lstm" else None
+        walk = run_with_hooks(self.model, x, state, cache=self.seq_names, layer_runner=runner, head=False)
+        return [walk.cache[n] for n in self.seq_names], walk.state, walk.extras
 
     def lstm_gates(self, l: int, inp: torch.Tensor, h_prev: torch.Tensor) -> torch.Tensor:
         """Gate activations (S, T, 4H) of LSTM layer l recomputed in float32: one matmul for the chunk."""
@@ -269,7 +264,7 @@ class _Engine:
         H = self.H
         for l in range(len(self.model.layers)):
             inp, out = seqs[l], seqs[l + 1]
-            emit(f"L{l}.h", out)
+            emit(array_name(l, "h"), out)
             h0 = (state[l][0] if self.kind == "lstm" else state[l])[0]  # (S, H)
             def h_prev() -> torch.Tensor:  # h_{t-1} for every step of the chunk
                 return torch.cat([h0.unsqueeze(1), out[:, :-1]], dim=1)
@@ -288,19 +283,19 @@ class _Engine:
                     acts = self.lstm_gates(l, inp, h_prev())
                     c = lstm_cell_states(acts.cpu().numpy(), carry)
                 c_carry[l] = c[:, -1].copy()
-                emit(f"L{l}.c", c)
+                emit(array_name(l, "c"), c)
                 if self.gates:
                     for j, g in enumerate(GATES["lstm"]):
-                        emit(f"L{l}.gates.{g}", acts[..., j * H:(j + 1) * H])
+                        emit(array_name(l, g), acts[..., j * H:(j + 1) * H])
             elif self.gates:  # GRU: r z n
                 w_ih, b_ih, w_hh, b_hh = self.weights[l]
                 gi = torch.addmm(b_ih, inp.reshape(S * T, -1), w_ih)
                 gh = torch.addmm(b_hh, h_prev().reshape(S * T, H), w_hh)
                 rz = torch.sigmoid(gi[:, :2 * H] + gh[:, :2 * H])
                 n = torch.tanh(gi[:, 2 * H:] + rz[:, :H] * gh[:, 2 * H:])
-                emit(f"L{l}.gates.r", rz[:, :H].view(S, T, H))
-                emit(f"L{l}.gates.z", rz[:, H:].view(S, T, H))
-                emit(f"L{l}.gates.n", n.view(S, T, H))
+                emit(array_name(l, "r"), rz[:, :H].view(S, T, H))
+                emit(array_name(l, "z"), rz[:, H:].view(S, T, H))
+                emit(array_name(l, "n"), n.view(S, T, H))
         if self.predictions:
             logp = torch.log_softmax(self.model.head(seqs[-1]).float(), dim=-1)  # (S, T, V); eval: no dropout
             if self.topk > 0:
@@ -318,9 +313,9 @@ def array_specs(cfg: ModelConfig, gates: bool, topk: int, float32: bool) -> dict
     H, small = cfg.rnn_size, np.dtype(np.float32 if float32 else np.float16)
     specs: dict[str, tuple[tuple, np.dtype]] = {}
     for l in range(cfg.num_layers):
-        specs[f"L{l}.h"] = ((H,), small)
+        specs[array_name(l, "h")] = ((H,), small)
         if cfg.model == "lstm":
-            specs[f"L{l}.c"] = ((H,), np.dtype(np.float32))  # long-memory units grow past float16's 65,504
+            specs[array_name(l, "c")] = ((H,), np.dtype(np.float32))  # long-memory units grow past float16's 65,504
         if gates:
             for g in GATES[cfg.model]:
                 specs[array_name(l, g)] = ((H,), small)
@@ -383,12 +378,11 @@ def stream_length(n: int, streams: int) -> int:
 def run_streams(engine: _Engine, ids: np.ndarray, put: Callable[[str, int, np.ndarray], None],
                 dtypes: dict[str, np.dtype], *, streams: int = 1, warmup: int = 300, chunk_size: int = CHUNK_ROWS,
                 next_id: int | None = None, state: list | None = None,
-                on_rows: Callable[[int], None] | None = None, overlap: bool = False) -> list:
+                on_rows: Callable[[int], None] | None = None) -> list:
     """Record `ids` in `streams` contiguous segments (each warmed up on the `warmup` symbols before it),
     chunk by chunk; `put(name, row, block)` receives every block of rows. Returns the final state (padding included).
 
-    `state` is the initial state of the first segment (default zeros). `overlap`: post-process each
-    chunk (gates, c, top-k, writes) in a worker thread while the next chunk's fused passes run.
+    `state` is the initial state of the first segment (default zeros).
     """
     n = len(ids)
     L = stream_length(n, streams)
@@ -423,94 +417,32 @@ def run_streams(engine: _Engine, ids: np.ndarray, put: Callable[[str, int, np.nd
 
     c_carry = [st[1][0].detach().cpu().numpy().copy() if isinstance(st, tuple) else None for st in state]
     T = max(1, int(chunk_size) // streams)
-    pool = ThreadPoolExecutor(max_workers=1) if overlap else None
-    pending = None
-    try:
-        for t0 in range(0, L, T):
-            Tc = min(T, L - t0)
-            rows = row0 + torch.arange(t0, t0 + Tc).unsqueeze(0)
-            x, tg = symbols(rows).clamp(min=0).to(device), symbols(rows + 1).to(device)
-            seqs, new_state, kept = engine.forward(x, state)
-            job = partial(_post_chunk, engine, seqs, kept, state, c_carry, tg, put, dtypes, n, L, t0, Tc, on_rows)
-            if pool is None:
-                job()
-            else:  # the next chunk's fused passes run while this chunk's gates, c and writes are done
-                if pending is not None:
-                    pending.result()
-                pending = pool.submit(job)
-            state = new_state
-        if pending is not None:
-            pending.result()
-    finally:
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+    for t0 in range(0, L, T):
+        Tc = min(T, L - t0)
+        rows = row0 + torch.arange(t0, t0 + Tc).unsqueeze(0)
+        x, tg = symbols(rows).clamp(min=0).to(device), symbols(rows + 1).to(device)
+        seqs, new_state, kept = engine.forward(x, state)
+        _post_chunk(engine, seqs, kept, state, c_carry, tg, put, dtypes, n, L, t0, Tc, on_rows)
+        state = new_state
     return state
 
 
 # --------------------------------------------------------------------------- deviation of parallel streams
 
-class StreamRowsTee:
-    """Keeps a copy of the rows [start, start + rows) of some arrays as they are recorded (`put` passes
-    every block on to `then`): the second stream's first rows, for `measure_deviation`."""
-
-    def __init__(self, then: Callable[[str, int, np.ndarray], None], specs: dict[str, tuple[tuple, np.dtype]],
-                 start: int, rows: int):
-        """specs: name -> (shape after the row axis, dtype) of each array to keep (see `array_specs`)."""
-        self.then, self.start, self.rows = then, int(start), int(rows)
-        self.kept = {name: np.zeros((self.rows,) + shape, dt) for name, (shape, dt) in specs.items()}
-
-    def __call__(self, name: str, row: int, block: np.ndarray) -> None:
-        if name in self.kept and self.rows:
-            a, b = max(row, self.start), min(row + len(block), self.start + self.rows)
-            if a < b:
-                self.kept[name][a - self.start:b - self.start] = block[a - row:b - row]
-        self.then(name, row, block)
+def check_chunk_memory(cfg: ModelConfig, specs: dict[str, tuple[tuple, np.dtype]], chunk_size: int, n: int) -> None:
+    """ProbeError before recording if one chunk (at most the text's `n` rows) cannot fit in memory (estimate:
+    every stored array's row, plus float32 states and log-probabilities while computing, twice over)."""
+    from probe.runtime.memory import check_fits
+    rows = min(chunk_size, n)
+    stored = sum(int(np.prod(shape)) * np.dtype(dt).itemsize for shape, dt in specs.values())
+    working = 4 * (3 * cfg.vocab_size + 8 * cfg.num_layers * cfg.rnn_size)
+    check_fits(2 * rows * (stored + working), f"chunks of {rows:,} rows", "lower it", param="chunk_size",
+               value=chunk_size)
 
 
 def deviation_names(cfg: ModelConfig) -> list[str]:
     """The arrays a deviation is measured on: every layer's h, and c for LSTMs."""
-    kinds = ("h", "c") if cfg.model == "lstm" else ("h",)
-    return [f"L{l}.{k}" for l in range(cfg.num_layers) for k in kinds]
-
-
-def measure_deviation(engine: _Engine, ids: np.ndarray, boundary: int, warmup: int, exact_state: list,
-                      streamed: dict[str, np.ndarray], chunk_size: int = CHUNK_ROWS) -> dict:
-    """How far the recorded rows after a stream boundary differ from one exact pass.
-
-    streamed: the rows boundary, boundary + 1, ... of the arrays `deviation_names` as the recording
-    stored them (the second stream, warmed up on ids[boundary-warmup:boundary] only; see `StreamRowsTee`).
-    Exact: the same rows recorded from `exact_state`, the state after one pass over ids[:boundary]
-    (the recorder passes the final state of its first stream, which started at row 0 and so is exact),
-    then stored in the same dtypes. Reported: mean and max |difference| over those rows, all layers
-    and units, of h and of tanh(c) (LSTM); these rows follow the boundary, where the warm-up error is largest.
-    """
-    rows = len(next(iter(streamed.values())))
-    seg = ids[boundary:boundary + rows]
-    plain = _Engine(engine.model, gates=False, topk=0, predictions=False)
-    exact = {nm: np.empty((rows, engine.H), np.float32) for nm in streamed}
-
-    def put(name, r, block):
-        exact[name][r:r + len(block)] = block
-    run_streams(plain, seg, put, {nm: np.dtype(np.float32) for nm in streamed}, chunk_size=chunk_size,
-                state=exact_state)
-    result = {"method": (f"rows {boundary}:{boundary + rows} as recorded (a stream starting at row {boundary} "
-                         f"after a {warmup}-symbol warm-up) vs the same rows after one exact pass over the "
-                         "text before them, stored alike; |difference| over all layers and units"),
-              "boundary_row": int(boundary), "rows": int(rows), "warmup": int(warmup)}
-    diffs = {}
-    for name in sorted(streamed):
-        b = streamed[name].astype(np.float32)
-        a = exact[name].astype(streamed[name].dtype).astype(np.float32)  # rounded as the recording rounds
-        if name.endswith(".c"):
-            a, b = np.tanh(a), np.tanh(b)
-        kind = "tanh_c" if name.endswith(".c") else "h"
-        diffs.setdefault(kind, []).append(np.abs(a - b))
-    for kind, parts in diffs.items():
-        d = np.concatenate([p.ravel() for p in parts])
-        result[kind] = {"mean_abs": float(d.mean()), "max_abs": float(d.max())}
-    alld = np.concatenate([np.concatenate([p.ravel() for p in parts]) for parts in diffs.values()])
-    result["mean_abs"], result["max_abs"] = float(alld.mean()), float(alld.max())
-    return result
+    return [array_name(l, k) for l in range(cfg.num_layers) for k in STATES[cfg.model]]
 
 
 # --------------------------------------------------------------------------- public API
@@ -534,7 +466,7 @@ def record_arrays(model: CharRNN, vocab: Vocab, text: str | bytes, *, gates: boo
     Also `ids` (int64) and, for byte vocabularies, `char_of_row`. One exact stream.
     """
     data = _as_symbols(vocab, text, "the text")
-    ids = vocab.encode(data) if vocab.kind == "char" else np.frombuffer(data, dtype=np.uint8).astype(np.int64)
+    ids = vocab.encode(data) if vocab.encoding == "char" else np.frombuffer(data, dtype=np.uint8).astype(np.int64)
     specs = array_specs(model.cfg, gates, topk, float32=True)
     specs = {k: (shape, np.dtype(np.int64) if k == "topk_ids" else dt) for k, (shape, dt) in specs.items()}
     out = {k: np.empty((len(ids),) + shape, dtype=dt) for k, (shape, dt) in specs.items()}
@@ -547,7 +479,7 @@ def record_arrays(model: CharRNN, vocab: Vocab, text: str | bytes, *, gates: boo
         finally:
             model.train(was)
     out["ids"] = ids
-    if vocab.kind == "byte":
+    if vocab.encoding == "byte":
         out["char_of_row"] = char_of_row_for_bytes(data)
     return out
 
@@ -566,129 +498,68 @@ def _recorded_with(out: Path) -> dict | None:
 _TRIM_EVERY_CHUNKS = 32  # free heap pages go back to the kernel this often (each time, the next chunk re-faults them)
 
 
+@dataclass(frozen=True)
+class StreamPlan:
+    """How the rows are laid out: `streams` contiguous segments of `length` rows (the last may be shorter),
+    each after `warmup` symbols read from a zero state (the first starts at row 0, exact)."""
+
+    rows: int
+    streams: int  # as meta.json states it: the streams asked for, at most one a row
+    length: int
+    warmup: int
+
+    @classmethod
+    def of(cls, rows: int, streams: int, warmup: int) -> "StreamPlan":
+        s = max(1, min(int(streams), rows))
+        return cls(rows=rows, streams=s, length=stream_length(rows, s), warmup=int(warmup))
+
+
 def record(source: Checkpoint | str | Path, text=None, out: str | Path = "recording", *, part: str = "val",
            char_range: tuple[int | None, int | None] | None = None, max_chars: int | None = None,
            gates: bool = True, topk: int = 5, dtype: str = "compact", chunk_size: int = CHUNK_ROWS, streams: int = 1,
            warmup: int = 300, overwrite: bool = False, untrained: bool = False, progress: bool = False,
-           text_source: str | None = None, overlap: bool | None = None, reuse: bool = False) -> Recording:
+           text_source: str | None = None, reuse: bool = False) -> Recording:
     """Record every state of a model over a text into the folder `out`; returns the opened Recording.
 
     source: a run/checkpoint folder or a loaded Checkpoint. text: None (the checkpoint's own split `part`),
     a str/bytes, or a file path (pathlib.Path). `char_range` (start, stop) and `max_chars` count symbols
     (characters; bytes for byte models). dtype "compact": h and gates float16, c float32; "float32": all float32.
-    `streams` > 1 is faster but not exact: the measured deviation goes into meta.json.
+    `streams` > 1 is faster but not exact: the deviation from one exact pass, over every row after the
+    first stream, goes into meta.json (`probe.record.deviation`).
     `reuse`: if `out` already holds a complete recording of these weights over this text with these
     options, open and return it as it is; otherwise record (replacing `out`).
-    `overlap` (experimental, off by default: it once hung in libgomp after numba's parallel kernels had
-    run in the same process): compute gates, c, top-k and writes of one chunk in a worker thread while the fused
-    layers run over the next chunk (same numbers). None means off.
     """
     t_start = time.perf_counter()
-    # probe/runtime/heap.py: freed buffers (oneDNN's 256 MB workspace a layer and chunk included) are reused instead
-    # of page-faulted anew, every thread allocates from one arena, and free pages go back to the kernel every
-    # 32 chunks: 1.5x faster with 16 streams, peak memory flat over the text's length
-    retain_freed_memory("all")
-    one_arena()
-    if dtype not in ("compact", "float32"):
-        raise ProbeError(f"--dtype must be compact or float32, not {dtype!r}")
-    for name, value, low in (("--topk", topk, 0), ("--streams", streams, 1), ("--warmup", warmup, 0),
-                             ("--chunk-size", chunk_size, 1)):
-        if int(value) < low:
-            raise ProbeError(f"{name} must be at least {low}, not {value}")
+    check_choice("dtype", dtype, ("compact", "float32"))
+    check_at_least(topk=(topk, 0), streams=(streams, 1), warmup=(warmup, 0), chunk_size=(chunk_size, 1))
     out = Path(out)
     if out.exists() and not overwrite and not reuse:
-        raise ProbeError(f"{out} already exists; pass --overwrite to replace it")
-    ck = source if isinstance(source, Checkpoint) else ckpt_mod.load(source)
-    weights_sha = (ck.meta.get("files") or {}).get("model.safetensors")
-    if untrained:
-        ck = untrained_like(ck, seed=0)
-    tt = resolve_text(ck, text, part, char_range, max_chars, text_source)
-    wanted = {"weights": weights_sha, "untrained": bool(untrained), "text": tt.info["sha256"],
-              "n_rows": len(tt.ids), "gates": bool(gates and ck.model.cfg.model != "rnn"),
-              "topk": min(int(topk), ck.model.cfg.vocab_size), "dtype": dtype,
-              "streams": max(1, min(int(streams), len(tt.ids)))}
+        raise ParamError("overwrite", f"{out} already exists; pass {{overwrite=True}} to replace it", advice=True)
+    ck, weights_sha, tt = _read_inputs(source, text, part, char_range, max_chars, untrained, text_source)
     if reuse:
-        if weights_sha is not None and _recorded_with(out) == wanted:
+        if weights_sha is not None and _recorded_with(out) == _options(ck, tt, weights_sha, untrained, gates, topk,
+                                                                       dtype, streams):
             kept = Recording.open(out)
             kept.reused = True
             return kept
         overwrite = True
-    unknown = unknown_chars(ck.vocab, tt)
     model, cfg = ck.model, ck.model.cfg
     specs = array_specs(cfg, gates, topk, float32=(dtype == "float32"))
-    n = len(tt.ids)
-
-    if overlap is None:  # off by default: a torch call in a worker thread beside the main thread's fused
-        overlap = False  # pass once hung in libgomp (seen in the test suite); opt in with overlap=True
+    plan = StreamPlan.of(len(tt.ids), streams, warmup)
+    check_chunk_memory(cfg, specs, int(chunk_size), plan.rows)
     writer = RecordingWriter(out, overwrite=overwrite)
     was_training = model.training
     model.eval()
-    bar = None
     try:
-        rows = {name: _RowWriter(writer.array(name, (n,) + shape, dt)) for name, (shape, dt) in specs.items()}
-        engine = _Engine(model, gates, topk)
-        if progress:
-            from tqdm import tqdm
-            bar = tqdm(total=n, unit="sym", unit_scale=True, file=sys.stderr, desc="record")
+        arrays = {name: writer.array(name, (plan.rows,) + shape, dt) for name, (shape, dt) in specs.items()}
         t_loop = time.perf_counter()
-        writes = BackgroundWrites(lambda nm, r, b: rows[nm].put(r, b))  # disk I/O beside the compute
-        chunks_done = [0]
-
-        def on_rows(k: int) -> None:
-            if bar:
-                bar.update(k)
-            chunks_done[0] += 1
-            if chunks_done[0] % _TRIM_EVERY_CHUNKS == 0:
-                give_back_freed_memory()
-        n_streams = max(1, min(int(streams), n))
-        L = stream_length(n, streams)  # rows a stream, as run_streams lays them out
-        tee = StreamRowsTee(writes, {nm: specs[nm] for nm in deviation_names(cfg)}, start=L,
-                            rows=min(DEVIATION_ROWS, L, n - L) if n_streams > 1 else 0)
-        try:
-            final = run_streams(engine, tt.ids, tee, {k: dt for k, (_, dt) in specs.items()},
-                        streams=streams, warmup=warmup, chunk_size=chunk_size, next_id=tt.next_id,
-                        on_rows=on_rows, overlap=overlap)
-        except BaseException:
-            writes.close(drain=False)
-            raise
-        writes.close()
-        loop_seconds = time.perf_counter() - t_loop
-        if n_streams > 1:  # at the real boundary between streams 0 and 1: stream 0's final state is exact
-            first_stream = [tuple(t[:, :1] for t in st) if isinstance(st, tuple) else st[:, :1] for st in final]
-            deviation = dict(measure_deviation(engine, tt.ids, L, min(int(warmup), L), first_stream,
-                                               tee.kept, chunk_size=chunk_size), exact=False)
-        else:
-            deviation = {"exact": True, "mean_abs": 0.0, "max_abs": 0.0,
-                         "method": "one stream over the whole text, state carried from the first symbol"}
-        writer.save_array("ids", tt.ids.astype(np.int32, copy=False))
-        if ck.vocab.kind == "byte":
-            writer.save_array("char_of_row", char_of_row_for_bytes(tt.raw))
-        writer.write_text(tt.text)
-        seconds = time.perf_counter() - t_start
-        meta = {
-            "n_rows": n,
-            "vocab": ck.vocab.to_json(),
-            "model_config": cfg.to_json(),
-            "checkpoint": {"path": str(Path(ck.path).resolve()), "sha256": weights_sha,
-                           "step": ck.meta.get("step"), "untrained": bool(untrained),
-                           **({"untrained_seed": 0} if untrained else {})},
-            "text": tt.info,
-            "unknown_chars": unknown,
-            "gates": bool(gates and cfg.model != "rnn"),
-            "topk": min(int(topk), cfg.vocab_size),
-            "dtype": dtype,
-            "streams": n_streams,
-            "warmup": int(warmup) if n_streams > 1 else 0,
-            "chunk_size": int(chunk_size),
-            "deviation": deviation,
-            "probe_version": __version__,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "seconds": round(seconds, 3),
-            "record_seconds": round(loop_seconds, 3),
-            "chars_per_s": round(tt.info["n_chars"] / seconds, 1) if seconds > 0 else None,
-            "rows_per_s": round(n / seconds, 1) if seconds > 0 else None,
-        }
-        writer.finish(meta)
+        final = _run_chunks(_Engine(model, gates, topk), tt, arrays, plan, chunk_size, progress)
+        t_deviation = time.perf_counter()
+        deviation = _measure_deviation(model, tt.ids, plan, final, arrays, chunk_size)
+        timing = {"loop": t_deviation - t_loop, "deviation": time.perf_counter() - t_deviation}
+        _write_text_and_ids(writer, tt, ck.vocab)
+        timing["total"] = time.perf_counter() - t_start
+        writer.finish(_meta(ck, tt, weights_sha, untrained, gates, topk, dtype, plan, chunk_size, deviation, timing))
     except OSError as e:
         writer.abort()
         what = e.strerror or str(e)
@@ -698,7 +569,110 @@ def record(source: Checkpoint | str | Path, text=None, out: str | Path = "record
         writer.abort()
         raise
     finally:
-        if bar is not None:
-            bar.close()
         model.train(was_training)
     return Recording.open(out)
+
+
+def _read_inputs(source, text, part, char_range, max_chars, untrained: bool, text_source
+                 ) -> tuple[Checkpoint, str | None, TextToRecord]:
+    """The checkpoint (an untrained twin with `untrained`), its weights' sha256, and the text to record."""
+    ck = source if isinstance(source, Checkpoint) else ckpt_mod.load(source)
+    weights_sha = (ck.meta.get("files") or {}).get("model.safetensors")
+    if untrained:
+        ck = untrained_like(ck, seed=0)
+    return ck, weights_sha, resolve_text(ck, text, part, char_range, max_chars, text_source)
+
+
+def _options(ck: Checkpoint, tt: TextToRecord, weights_sha: str | None, untrained: bool, gates: bool, topk: int,
+             dtype: str, streams: int) -> dict:
+    """What a recording is made from, as `_recorded_with` reads it back (for `reuse`)."""
+    return {"weights": weights_sha, "untrained": bool(untrained), "text": tt.info["sha256"],
+            "n_rows": len(tt.ids), "gates": bool(gates and ck.model.cfg.model != "rnn"),
+            "topk": min(int(topk), ck.model.cfg.vocab_size), "dtype": dtype,
+            "streams": max(1, min(int(streams), len(tt.ids)))}
+
+
+def _run_chunks(engine: _Engine, tt: TextToRecord, arrays: dict[str, NpyWriter], plan: StreamPlan,
+                chunk_size: int, progress: bool) -> list:
+    """Record every chunk of every stream into `arrays` (disk writes on a thread beside the compute);
+    returns the final state of every stream."""
+    rows = {name: _RowWriter(w) for name, w in arrays.items()}
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=plan.rows, unit="sym", unit_scale=True, file=sys.stderr, desc="record")
+    writes = BackgroundWrites(lambda nm, r, b: rows[nm].put(r, b))
+    chunks_done = [0]
+
+    def on_rows(k: int) -> None:
+        if bar:
+            bar.update(k)
+        chunks_done[0] += 1
+        refresh_threads()  # CPU threads follow the cores other processes leave free (probe/runtime/threads.py)
+        if chunks_done[0] % _TRIM_EVERY_CHUNKS == 0:
+            if heap_retained() != "none":  # kept by the entry point's apply_heap_policy("record")
+                give_back_freed_memory()
+    try:
+        final = run_streams(engine, tt.ids, writes, {name: w.dtype for name, w in arrays.items()},
+                            streams=plan.streams, warmup=plan.warmup, chunk_size=chunk_size, next_id=tt.next_id,
+                            on_rows=on_rows)
+    except BaseException:
+        writes.close(drain=False)
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    writes.close()
+    return final
+
+
+def _measure_deviation(model: CharRNN, ids: np.ndarray, plan: StreamPlan, final: list,
+                       arrays: dict[str, NpyWriter], chunk_size: int) -> dict:
+    """meta.json's "deviation": zero for one stream, else measured on every recorded row after the first stream."""
+    if plan.streams == 1:
+        return {"exact": True, "mean_abs": 0.0, "max_abs": 0.0,
+                "method": "one stream over the whole text, state carried from the first symbol"}
+    recorded = {}
+    for name in deviation_names(model.cfg):
+        arrays[name].f.flush()
+        recorded[name] = np.load(arrays[name].path, mmap_mode="r")
+    plain = _Engine(model, gates=False, topk=0, predictions=False)
+    return stream_deviation.measure(plain, ids, plan.length, final, recorded,
+                                    warmup=min(plan.warmup, plan.length), chunk_size=chunk_size)
+
+
+def _write_text_and_ids(writer: RecordingWriter, tt: TextToRecord, vocab: Vocab) -> None:
+    writer.save_array("ids", tt.ids.astype(np.int32, copy=False))
+    if vocab.encoding == "byte":
+        writer.save_array("char_of_row", char_of_row_for_bytes(tt.raw))
+    writer.write_text(tt.text)
+
+
+def _meta(ck: Checkpoint, tt: TextToRecord, weights_sha: str | None, untrained: bool, gates: bool, topk: int,
+          dtype: str, plan: StreamPlan, chunk_size: int, deviation: dict, timing: dict[str, float]) -> dict:
+    """meta.json of a finished recording (the writer adds the format and the arrays)."""
+    cfg, seconds = ck.model.cfg, timing["total"]
+    return {
+        "n_rows": plan.rows,
+        "vocab": ck.vocab.to_json(),
+        "model_config": cfg.to_json(),
+        "checkpoint": {"path": str(Path(ck.path).resolve()), "sha256": weights_sha,
+                       "step": ck.meta.get("step"), "untrained": bool(untrained),
+                       **({"untrained_seed": 0} if untrained else {})},
+        "text": tt.info,
+        "unknown_chars": unknown_chars(ck.vocab, tt),
+        "gates": bool(gates and cfg.model != "rnn"),
+        "topk": min(int(topk), cfg.vocab_size),
+        "dtype": dtype,
+        "streams": plan.streams,
+        "warmup": plan.warmup if plan.streams > 1 else 0,
+        "chunk_size": int(chunk_size),
+        "deviation": deviation,
+        "probe_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "seconds": round(seconds, 3),
+        "record_seconds": round(timing["loop"], 3),
+        "deviation_seconds": round(timing["deviation"], 3),
+        "chars_per_s": round(tt.info["n_chars"] / seconds, 1) if seconds > 0 else None,
+        "rows_per_s": round(plan.rows / seconds, 1) if seconds > 0 else None,
+    }

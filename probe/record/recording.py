@@ -13,7 +13,7 @@ Layout of a recording folder:
     topk_probs.npy       (rows, k) their probabilities
     loss_bits.npy        (rows,) -log2 p(next symbol); NaN on the last row (no next symbol)
 
-A unit is named `L{layer}.{kind}.{index}` everywhere: `L1.c.123`, `L0.f.12`, `L2.h.7`.
+A unit is named `L{layer}.{kind}.{index}` everywhere: `L1.c.123`, `L0.f.12`, `L2.h.7` (probe.names).
 Row r holds the state after reading symbol r; its top-k predict symbol r+1.
 """
 from __future__ import annotations
@@ -21,54 +21,20 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
-from probe.errors import ProbeError
 from probe.data.vocab import Vocab
+from probe.checks import ParamError
+from probe.errors import ProbeError
+from probe.record.validate import check_recording, check_text
+from probe.names import Unit, array_name, kinds, parse_unit  # noqa: F401 (Unit, parse_unit: re-exported)
 
 FORMAT = "probe-recording"
 VERSION = 1
-GATE_KINDS = {"lstm": ("i", "f", "g", "o"), "gru": ("r", "z", "n"), "rnn": ()}
-STATE_KINDS = {"lstm": ("h", "c"), "gru": ("h",), "rnn": ("h",)}
-_UNIT = re.compile(r"^L(\d+)\.([a-z])\.(\d+)$")
-
-
-# --------------------------------------------------------------------------- unit names
-
-@dataclass(frozen=True, order=True)
-class Unit:
-    layer: int
-    kind: str  # h, c, or a gate letter
-    index: int
-
-    @property
-    def name(self) -> str:
-        return f"L{self.layer}.{self.kind}.{self.index}"
-
-    @property
-    def array(self) -> str:
-        return array_name(self.layer, self.kind)
-
-    def __str__(self) -> str:
-        return self.name
-
-
-def array_name(layer: int, kind: str) -> str:
-    """`L1.c` for states, `L0.gates.f` for gates."""
-    return f"L{layer}.{kind}" if kind in ("h", "c") else f"L{layer}.gates.{kind}"
-
-
-def parse_unit(name: str) -> Unit:
-    m = _UNIT.match(name.strip())
-    if not m:
-        raise ProbeError(f"bad unit name {name!r}: expected L<layer>.<kind>.<index>, e.g. L1.c.123 or L0.f.12")
-    return Unit(int(m.group(1)), m.group(2), int(m.group(3)))
 
 
 # --------------------------------------------------------------------------- text <-> rows
@@ -154,14 +120,14 @@ class RecordingWriter:
     """Builds a recording in a temporary folder; `finish()` writes meta.json last and moves it in place.
 
     Until `finish()`, the destination does not exist (or still holds the old
-    recording, with --overwrite): an interrupted recording is never taken for
+    recording, with overwrite=True): an interrupted recording is never taken for
     a complete one.
     """
 
     def __init__(self, out: str | Path, overwrite: bool = False):
         self.out = Path(out)
         if self.out.exists() and not overwrite:
-            raise ProbeError(f"{self.out} already exists; pass --overwrite to replace it")
+            raise ParamError("overwrite", f"{self.out} already exists; pass {{overwrite=True}} to replace it", advice=True)
         if self.out.exists() and not (self.out / "meta.json").exists() and any(self.out.iterdir()):
             raise ProbeError(f"{self.out} exists and is not a recording; refusing to overwrite it")
         try:
@@ -239,12 +205,13 @@ class Recording:
             raise ProbeError(f"{path} is not a complete recording (no meta.json: interrupted, or not a recording)")
         try:
             meta = json.loads((p / "meta.json").read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
             raise ProbeError(f"{path}/meta.json is not valid JSON") from None
-        if meta.get("format") != FORMAT:
-            raise ProbeError(f"{path} is not a probe recording")
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise ProbeError(f"{path} is not a probe recording ({path}/meta.json is not a recording's meta)")
         if meta.get("version") != VERSION:
             raise ProbeError(f"recording {path} has format version {meta.get('version')}; this probe reads {VERSION}")
+        check_recording(p, meta)  # headers and sizes of every array against meta.json, no data read
         return cls(p, meta)
 
     # what is inside ----------------------------------------------------------
@@ -256,7 +223,8 @@ class Recording:
         return self.n_rows
 
     @property
-    def model_kind(self) -> str:
+    def cell(self) -> str:
+        """The recurrent cell: lstm, gru or rnn."""
         return self.meta["model_config"]["model"]
 
     @property
@@ -270,8 +238,7 @@ class Recording:
     @property
     def kinds(self) -> list[str]:
         """Recorded kinds, e.g. ['h', 'c', 'i', 'f', 'g', 'o']."""
-        return [k for k in STATE_KINDS[self.model_kind] + GATE_KINDS[self.model_kind]
-                if array_name(0, k) in self.meta["arrays"]]
+        return [k for k in kinds(self.cell) if array_name(0, k) in self.meta["arrays"]]
 
     def arrays_for(self, kinds: list[str] | None = None) -> list[str]:
         kinds = self.kinds if kinds is None else kinds
@@ -359,13 +326,19 @@ class Recording:
     @property
     def text(self) -> str:
         if self._text is None:
-            with open(self.path / "text.txt", encoding="utf-8", newline="") as f:  # keep \r\n as two characters
-                self._text = f.read()
+            try:
+                with open(self.path / "text.txt", encoding="utf-8", newline="") as f:  # keep \r\n as two characters
+                    text = f.read()
+            except UnicodeDecodeError:
+                raise ProbeError(f"{self.path / 'text.txt'}: not UTF-8 text") from None
+            last = int(self.array("char_of_row")[-1]) if self.by_bytes else None
+            check_text(self.path, self.meta, text, last)
+            self._text = text
         return self._text
 
     @property
     def by_bytes(self) -> bool:
-        return self.vocab.kind == "byte"
+        return self.vocab.encoding == "byte"
 
     @property
     def char_of_row(self) -> np.ndarray:
@@ -412,7 +385,7 @@ class Recording:
         return pd.DataFrame(d)
 
     def __repr__(self) -> str:
-        return (f"Recording({str(self.path)!r}, {self.n_rows:,} rows, {self.model_kind} "
+        return (f"Recording({str(self.path)!r}, {self.n_rows:,} rows, {self.cell} "
                 f"{self.num_layers}x{self.hidden_size}, kinds {''.join(self.kinds)})")
 
 

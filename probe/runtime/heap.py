@@ -3,23 +3,23 @@
 glibc's malloc serves every allocation above its mmap threshold (at most 32 MB) with a fresh
 `mmap` and returns it to the kernel on `free`. A training step of a 2x512 LSTM at batch 64 x 100
 allocates and frees ~230 MB of such buffers (the fused kernel's workspace, activations and
-their gradients), so every step touches those pages anew: ~58,000 minor page faults a step,
-each zeroing a 4 KB page. Measured on this project's 2-core machine, that costs ~30% of a
-step (benchmarks/bench_train.py: a bare loop runs 1.44x faster without it). With mmap off for malloc and the heap never trimmed, the buffers of one step are reused by
-the next; the price is that the process keeps its peak heap size until it exits, and that size is
+their gradients), so every step touches those pages anew: tens of thousands of minor page faults a
+step, each zeroing a 4 KB page (benchmarks/bench_train.py measures the cost: PROBE_HEAP=system
+for the default). With mmap off for malloc and the heap never trimmed, the buffers of one step are
+reused by the next; the price is that the process keeps its peak heap size until it exits, and that size is
 larger: for the first few steps glibc splits small blocks off the freed large ones, so the heap
-grows by a few large buffers before every request fits again (a 2x512 training process: ~1.1 GB
-peak instead of ~0.8 GB; then no growth).
+grows by a few large buffers before every request fits again (then no growth).
 
 The recorder allocates in one thread and frees in another (its writer); with per-thread arenas its
-peak grew with the text's length (1,187 MB on 10M characters with glibc's defaults). It asks for every
-block kept too, plus one arena for all threads (`one_arena`), and gives free pages back every 32
-chunks: flat peaks (2x32 model: 538 MB on 5M characters, 658 MB on 10M, mostly torch and the text),
-and a 16-stream recording of a 3x512 model 1.5x faster, since oneDNN's 256 MB workspace per layer
-and chunk is no longer faulted in anew. (`blocks="small"`, blocks up to 32 MB, is the milder setting.)
+peak grew with the text's length with glibc's defaults. It asks for every block kept too, plus one
+arena for all threads (`one_arena`), and gives free pages back every 32 chunks: its peak stays flat
+over the text's length, and multi-stream recordings run faster, since oneDNN's workspace per layer
+and chunk is no longer faulted in anew (benchmarks/bench_record.py measures both). (`blocks="small"`, blocks up to 32 MB, is the milder setting.)
 
-`retain_freed_memory()` is called by train() and record() (`blocks="all"`);
-set PROBE_HEAP=system to leave the C library's defaults alone (every function here then does nothing).
+These settings hold for the whole process, so library functions never make them: entry points do,
+once, by `apply_heap_policy(work)` (the CLI for train, record and the commands that record, the
+benchmarks); a notebook may call it too. Set PROBE_HEAP=system to leave the C library's defaults
+alone (every function here then does nothing).
 """
 from __future__ import annotations
 
@@ -107,3 +107,20 @@ def give_back_freed_memory() -> bool:
     if _mallopt() is None:
         return False
     return bool(_glibc().malloc_trim(0))
+
+
+HEAP_POLICIES = ("train", "record")
+
+
+def apply_heap_policy(work: str) -> bool:
+    """The process-wide heap setting for an entry point that runs `work`; True when it is in force.
+
+    "train": keep every freed block (~1.4x faster steps). "record": keep them, one arena for all
+    threads (the writer frees what the main thread allocated; peaks stay flat over long texts).
+    """
+    if work not in HEAP_POLICIES:
+        raise ValueError(f"work must be one of {', '.join(HEAP_POLICIES)}, not {work!r}")
+    ok = retain_freed_memory("all")
+    if work == "record":
+        ok = one_arena() and ok
+    return ok

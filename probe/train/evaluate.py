@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from probe.model import checkpoint as ckpt
 from probe.data import corpus
+from probe.checks import check_at_least, check_choice, check_int
 from probe.errors import ProbeError
 from probe.model.charrnn import CharRNN
 from probe.data.vocab import Vocab, decode_utf8
@@ -40,7 +41,7 @@ def corpus_ids(meta: dict, vocab: Vocab) -> np.ndarray:
     """The checkpoint's whole corpus encoded with its vocabulary, after checking the file's sha256."""
     data = meta.get("data")
     _, raw = corpus.read_training_corpus(data)
-    ids = vocab.encode(raw if vocab.kind == "byte" else decode_utf8(raw, str(data["corpus"])))
+    ids = vocab.encode(raw if vocab.encoding == "byte" else decode_utf8(raw, str(data["corpus"])))
     split = corpus.Split.from_json(data["split"])
     if split.n != len(ids):
         raise ProbeError(f"corpus {data['corpus']} encodes to {len(ids):,} symbols, "
@@ -50,8 +51,7 @@ def corpus_ids(meta: dict, vocab: Vocab) -> np.ndarray:
 
 def split_ids(meta: dict, vocab: Vocab, part: str) -> np.ndarray:
     """The symbols of one split (`train`, `val` or `test`) of the checkpoint's corpus."""
-    if part not in PARTS:
-        raise ProbeError(f"part must be one of {', '.join(PARTS)}, not {part!r}")
+    check_choice("part", part, PARTS)
     ids = corpus_ids(meta, vocab)
     a, b = corpus.Split.from_json(meta["data"]["split"]).range(part)
     return ids[a:b]
@@ -68,10 +68,7 @@ def sequence_loss(model: CharRNN, ids: np.ndarray, *, streams: int = 1, bf16: bo
     fill a row is continued from the last row's state, so every symbol is
     still predicted once.
     """
-    if streams < 1:
-        raise ProbeError(f"--streams must be at least 1, not {streams}")
-    if chunk < 1:
-        raise ProbeError(f"chunk must be at least 1, not {chunk}")
+    check_at_least(streams=(streams, 1), chunk=(chunk, 1))
     n_pred = len(ids) - 1
     if n_pred < 1:
         return 0.0
@@ -122,8 +119,8 @@ def evaluate_split(checkpoint_or_path: ckpt.Checkpoint | str | Path, part: str =
     `seconds`).
     """
     ck = checkpoint_or_path if isinstance(checkpoint_or_path, ckpt.Checkpoint) else ckpt.load(checkpoint_or_path)
-    if max_chars is not None and max_chars < 2:
-        raise ProbeError(f"--max-chars must be at least 2, not {max_chars}")
+    if max_chars is not None:
+        check_int("max_chars", max_chars, min=2)
     ids = split_ids(ck.meta, ck.vocab, part)
     truncated = max_chars is not None and max_chars < len(ids)
     if truncated:
@@ -135,19 +132,19 @@ def evaluate_split(checkpoint_or_path: ckpt.Checkpoint | str | Path, part: str =
     seconds = time.time() - t0
     predicted = ids[1:]
     n_sym = len(predicted)
-    n_chars = count_utf8_chars(predicted.astype(np.uint8)) if ck.vocab.kind == "byte" else n_sym
+    n_chars = count_utf8_chars(predicted.astype(np.uint8)) if ck.vocab.encoding == "byte" else n_sym
     bits = nats / LN2
     return {
         "checkpoint": str(ck.path),
         "part": part,
         "corpus": ck.meta["data"]["corpus"],
-        "vocab": ck.vocab.kind,
+        "vocab": ck.vocab.encoding,
         "streams": streams,
         "bf16": bf16,
         "truncated": truncated,
         "n_symbols": n_sym,
         "n_chars": n_chars,
-        "n_unk": int(np.count_nonzero(predicted == 0)) if ck.vocab.kind == "char" else 0,
+        "n_unk": int(np.count_nonzero(predicted == 0)) if ck.vocab.encoding == "char" else 0,
         "loss_nats": nats / n_sym,
         "bits_per_symbol": bits / n_sym,
         "bits_per_char": bits / n_chars if n_chars else float("nan"),

@@ -16,6 +16,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     width = max(len(n) for n in BUILTIN)
     for name, c in BUILTIN.items():
-        print(f"{name:<{width}}  {c.kind:<10}  {c.description}")
+        print(f"{name:<{width}}  {c.label_type:<10}  {c.description}")
     print("\nAny regular expression works too: --pattern '\\[\\[.*?\\]\\]' (characters inside matches are 1).")
     return 0

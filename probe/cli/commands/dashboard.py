@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from probe.errors import ProbeError
+
 NAME = "dashboard"
 HELP = "scan a recording's units over its text in the browser (Dash)"
 DESCRIPTION = """Serve a page that colors the recording's text by any unit (in the browser, window by window),
@@ -24,5 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if not 0 < args.port < 65536:
+        raise ProbeError(f"--port must be between 1 and 65535, not {args.port}")
     from dashboards.app import serve
-    return serve(args)
+    return serve(args.recording, args.checkpoint, host=args.host, port=args.port)

@@ -5,6 +5,7 @@ import argparse
 
 from probe.cli.commands._concept_args import add_concept_arguments, concept_from_args
 from probe.analysis.embedding import embed_states
+from probe.files import atomic_write
 from probe.record.recording import Recording
 
 NAME = "embed"
@@ -28,7 +29,8 @@ def run(args: argparse.Namespace) -> int:
     df = embed_states(rec, layer=args.layer, kind=args.kind, method=args.method, concept=concept, n=args.n,
                       seed=args.seed)
     if args.csv:
-        df.to_csv(args.csv, index=False)
+        with atomic_write(args.csv) as f:
+            df.to_csv(f, index=False)
     print(f"{args.method} of L{args.layer}.{args.kind} in {rec.path}: {len(df):,} rows (seed {args.seed})"
           + (f", written to {args.csv}" if args.csv else ""))
     if concept is not None:

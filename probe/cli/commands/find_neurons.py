@@ -8,8 +8,10 @@ import sys
 import numpy as np
 
 from probe.cli.commands._concept_args import add_concept_arguments, concept_from_args, parse_list
-from probe.errors import ProbeError
+from probe.checks import check_int
 from probe.analysis.neurons import find_neurons
+from probe.errors import ProbeError
+from probe.files import atomic_write, write_atomic_text
 from probe.record.recording import Recording
 
 NAME = "find-neurons"
@@ -26,6 +28,14 @@ number of units (family-wise, max statistic) and never 0.
 examples:
   probe find-neurons recordings/wiki-val --pattern '\\[\\[.*?\\]\\]'
   probe find-neurons recordings/wiki-val --concept column --kinds c --layers 0
+  probe find-neurons recordings/wiki-val --concept wiki-link --ablate 5
+
+--ablate N: the top N units (h and c; gates cannot be held) are also held at
+their mean over the first --ablate-chars characters of the recording, and the
+change of loss inside and outside the concept (bits/char, 95% block-bootstrap
+interval) and the rank and p-value among --random K random units of the same
+layer and kind join the table (columns abl_*): "tracks it" beside "is used for
+it". Needs the model: --checkpoint, or the one named in the recording.
 """
 
 
@@ -40,56 +50,85 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the permutations (default 0)")
     p.add_argument("--json", metavar="FILE", help="write all units and the summary as JSON (- for stdout)")
     p.add_argument("--csv", metavar="FILE", help="write the table of all units as CSV")
+    p.add_argument("--ablate", type=int, default=0, metavar="N",
+                   help="also ablate the top N units (binary concepts; default 0: no ablation)")
+    p.add_argument("--checkpoint", help="the recorded model, for --ablate (default: the one named in the recording)")
+    p.add_argument("--ablate-chars", type=int, default=20_000, metavar="N",
+                   help="characters of the recording to ablate on (default 20000)")
+    p.add_argument("--random", dest="n_random", type=int, default=20, metavar="K",
+                   help="random units for the ablation's null (default 20)")
 
 
 def _fmt_p(p: float) -> str:
     return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
 
 
-def format_table(res, top: int) -> str:
+def format_table(res, top: int, ablated: int = 0) -> str:
     t = res.table.head(top)
     binary = res.metric == "auc"
     score_name = "AUC" if binary else "|r|"
     lines = [f"{'rank':>4}  {'unit':<12} {score_name + ' held-out':>13} {'sign':>4} {'select':>7} {'p':>8}  "
-             + (f"{'mean in':>9} {'mean out':>9}  {'d':>6}" if binary else f"{'spearman':>9} {'MI bits':>8}")]
+             + (f"{'mean in':>9} {'mean out':>9}  {'d':>6}" if binary else f"{'spearman':>9} {'MI bits':>8}")
+             + (f"  {'Δloss in [95% CI]':>26} {'Δ out':>7}  {'abl p':>6}" if ablated else "")]
     for r in t.itertuples():
         star = "*" if r.p_value <= 0.05 else " "
         row = (f"{r.rank:>4}  {r.unit:<12} {r.score:>13.3f} {'+' if r.sign > 0 else '-':>4} {r.select_score:>7.3f} "
                f"{_fmt_p(r.p_value):>7}{star}  ")
         row += (f"{r.mean_in:>9.3f} {r.mean_out:>9.3f}  {r.cohen_d:>6.2f}" if binary
                 else f"{r.spearman:>9.3f} {r.mi:>8.3f}")
+        if "abl_in" in t and not np.isnan(r.abl_in):
+            row += f"  {r.abl_in:+.4f} [{r.abl_in_lo:+.4f}, {r.abl_in_hi:+.4f}] {r.abl_out:+.4f}  {_fmt_p(r.abl_p):>6}"
+        elif "abl_in" in t and r.rank <= ablated:
+            row += "  (a gate: cannot be held)"
         lines.append(row)
     return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.top < 1:
-        raise ProbeError(f"--top must be at least 1, not {args.top}")
+    check_int("top", args.top, min=1)
+    check_int("ablate", args.ablate, min=0)
     concept = concept_from_args(args)
     rec = Recording.open(args.recording)
+    ck = None
+    if args.ablate:
+        from probe.record.source import recording_checkpoint
+        check_int("ablate_chars", args.ablate_chars, min=2)
+        check_int("n_random", args.n_random, min=0)
+        if concept.label_type != "binary":
+            raise ProbeError(f"--ablate needs a binary concept (inside and outside); {concept.name} is "
+                             f"{concept.label_type}")
+        ck = recording_checkpoint(rec, args.checkpoint, param="checkpoint")
     res = find_neurons(rec, concept, kinds=parse_list(args.kinds, "kinds"), layers=parse_list(args.layers, "layers", int),
                        select_frac=args.select_frac, n_perm=args.n_perm, seed=args.seed)
+    if args.ablate:
+        from probe.analysis.ablate import add_ablation
+        res = add_ablation(res, rec, args.ablate, ck, max_chars=args.ablate_chars, n_random=args.n_random,
+                           seed=args.seed)
     if args.csv:
-        res.table.to_csv(args.csv, index=False)
+        with atomic_write(args.csv) as f:
+            res.table.to_csv(f, index=False)
     if args.json:
-        doc = {"summary": res.summary(), "units": json.loads(res.table.to_json(orient="records"))}
+        doc = res.to_dict()
         text = json.dumps(doc, indent=1)
         if args.json == "-":
             print(text)
             return 0
-        with open(args.json, "w", encoding="utf-8") as f:
-            f.write(text + "\n")
+        write_atomic_text(args.json, text + "\n")
     s = res.summary()
     score_name = "AUC" if res.metric == "auc" else "|Pearson r|"
     n_sig = int((res.table.p_value <= 0.05).sum())
-    print(f"concept {concept.name} ({concept.kind}) in {rec.path}: {res.n_units:,} units "
+    print(f"concept {concept.name} ({concept.label_type}) in {rec.path}: {res.n_units:,} units "
           f"({', '.join(sorted(set(res.table.kind)))}; layers {', '.join(map(str, sorted(set(res.table.layer))))})")
     print(f"ranked on rows {s['select_rows'][0]:,}:{s['select_rows'][1]:,}, scored on held-out rows "
           f"{s['report_rows'][0]:,}:{s['report_rows'][1]:,}")
     print(f"chance level: best {score_name} of any unit under {res.n_perm} block permutations of the concept: "
           f"{res.chance:.3f} on average, {s['chance_95']:.3f} at 95%")
     print(f"{n_sig} unit(s) with family-wise p <= 0.05 (marked *; smallest possible p {1 / (res.n_perm + 1):.3f})\n")
-    print(format_table(res, args.top))
+    if args.ablate:
+        print(f"ablation of the top {args.ablate}: each held at its mean over the first {args.ablate_chars:,} "
+              f"characters; Δloss in bits/char inside and outside {concept.name} (95% block-bootstrap interval), "
+              f"p among {args.n_random} random units of the same layer and kind\n")
+    print(format_table(res, args.top, args.ablate))
     if not np.isfinite(res.table.score).all():
         print("\nnote: some units gave no score (constant activations)", file=sys.stderr)
     return 0

@@ -8,6 +8,7 @@ import numpy as np
 
 from probe.cli.commands._concept_args import add_concept_arguments, concept_from_args, parse_list
 from probe.analysis.probes import fit_probes
+from probe.files import write_atomic_text
 from probe.record.recording import Recording
 
 NAME = "fit-probe"
@@ -44,14 +45,11 @@ def run(args: argparse.Namespace) -> int:
                      untrained=args.untrained, seed=args.seed, control_k=args.control_k, max_train=args.max_train,
                      sparse=not args.no_sparse)
     if args.json:
-        doc = {"concept": concept.name, "task": rep.task, "train_rows": rep.train_rows, "test_rows": rep.test_rows,
-               "table": json.loads(rep.table.to_json(orient="records")),
-               "sparse": json.loads(rep.sparse.to_json(orient="records")), "notes": rep.notes}
+        doc = rep.to_dict()
         if args.json == "-":
             print(json.dumps(doc, indent=1))
             return 0
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(doc, f, indent=1)
+        write_atomic_text(args.json, json.dumps(doc, indent=1))
     metric = rep.table.metric.iloc[0]
     print(f"concept {concept.name} ({rep.task}); {metric} on held-out rows {rep.test_rows[0]:,}:{rep.test_rows[1]:,} "
           f"({rep.n_test:,} sampled), probes trained on rows 0:{rep.train_rows[1]:,} ({rep.n_train:,} sampled)")

@@ -4,8 +4,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from probe.errors import ProbeError
+from probe.checks import check_at_least
 from probe.analysis.neuron_card import neuron_card
+from probe.files import write_atomic_text
 from probe.record.recording import Recording
 
 NAME = "neuron"
@@ -36,20 +37,15 @@ def _line(c: dict, window: int) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.top < 1 or args.window < 1:
-        raise ProbeError("--top and --window must be at least 1")
+    check_at_least(top=(args.top, 1), window=(args.window, 1))
     rec = Recording.open(args.recording)
     card = neuron_card(rec, args.unit, n_top=args.top, window=args.window, checkpoint=args.checkpoint)
     if args.json:
-        doc = {"unit": card.unit, "top": card.top, "bottom": card.bottom, "hist_counts": card.hist_counts.tolist(),
-               "hist_edges": card.hist_edges.tolist(), "quantiles": {str(k): v for k, v in card.quantiles.items()},
-               "density": card.density, "mean": card.mean, "std": card.std, "promoted": card.promoted,
-               "suppressed": card.suppressed, "note": card.note}
+        doc = card.to_dict()
         if args.json == "-":
             print(json.dumps(doc, indent=1, ensure_ascii=False))
             return 0
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(doc, f, indent=1, ensure_ascii=False)
+        write_atomic_text(args.json, json.dumps(doc, indent=1, ensure_ascii=False))
     print(f"{card.unit} in {rec.path} ({card.n_rows:,} rows): mean {card.mean:.3f}, std {card.std:.3f}, "
           f"density {card.density:.3f} (fraction of steps at least half as far from 0 as the extreme)")
     print("quantiles: " + "  ".join(f"{int(q * 100) if q * 100 == int(q * 100) else q * 100}%:{v:.3f}"

@@ -22,8 +22,9 @@ Exact by default: one stream, state carried from the first character to the
 last. --streams N runs N segments side by side (faster) and is NOT exact: each
 segment starts from a state warmed up on only the --warmup characters before
 it, so long-memory units can differ from one pass. The deviation (mean and
-max |difference| of h and tanh(c) from one exact pass, measured on the rows
-after a stream boundary) is written into meta.json and printed.
+max |difference| of h and tanh(c) from one exact pass, over every recorded
+row after the first stream, with the row, unit and stream boundary of the
+worst) is written into meta.json and printed.
 
 Storage (--dtype compact): h and gates float16, c float32 (cell states of
 long-memory units grow past float16's 65,504), top-k probabilities float16,
@@ -84,7 +85,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from probe.record.recorder import record  # torch loads only when the command runs
+    from probe.record.deviation import summary_line  # torch loads only when the command runs
+    from probe.record.recorder import record
 
     if args.text is not None and args.text_file:
         raise ProbeError("give either TEXT_FILE or --text, not both")
@@ -103,10 +105,7 @@ def run(args: argparse.Namespace) -> int:
         shown = ", ".join(f"{c!r} x{n}" for c, n in unknown["most_common"][:5])
         print(f"probe record: note: {unknown['count']:,} characters are not in the model's vocabulary "
               f"({shown}); they were read as <unk>", file=sys.stderr)
-    dev = meta["deviation"]
-    how = ("exact (one stream)" if dev.get("exact") else
-           f"{meta['streams']} streams, warm-up {meta['warmup']}: NOT exact, deviation from one pass "
-           f"mean {dev['mean_abs']:.4f} max {dev['max_abs']:.3f} (h, tanh c)")
+    how = summary_line(meta)
     print(f"recorded {meta['n_rows']:,} rows ({meta['text']['n_chars']:,} chars of {meta['text']['source']}) "
           f"in {meta['seconds']:.1f} s, {meta['chars_per_s']:,.0f} chars/s -> {rec.path}; {how}")
     return 0

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from probe.cli.commands._concept_args import add_regex_timeout_argument, regex_timeout
+
 NAME = "report"
 HELP = "write an offline HTML report (figures as PNG/SVG, tables as CSV) for a recording"
 DESCRIPTION = """Write a report folder for a recording: index.html (self-contained, works offline),
@@ -12,8 +14,27 @@ scores and chance level, their text heatmaps on a passage where the concept
 occurs, the linear probes and sparse-probe curve; then gate saturation and an
 embedding of the last layer.
 
-example:
-  probe report recordings/wiki-val --concepts url,wiki-link,column --out analyses/wiki-report"""
+--baseline ngram:N (or a checkpoint) adds a section comparing the recorded model
+with that baseline on the recorded text, as `probe compare` does: Δ bits per
+character overall and inside/outside concepts with block-bootstrap intervals,
+where each side wins, a Δloss text heatmap and the closers' probability by
+distance to their openers; and the model's error breakdown (`probe errors`).
+The model's loss is read from the recording; an n-gram is fitted on the
+training split of the recording's checkpoint and cached (~/.cache/probe/ngram,
+or $PROBE_CACHE/ngram), as are the breakdown's n-gram oracles (orders 1-9):
+the first report on a corpus spends the fits (minutes for the shipped wiki
+model's 5.5 MB training split), later ones load them. Off by default.
+
+examples:
+  probe report recordings/wiki-val --concepts url,wiki-link,column --out analyses/wiki-report
+  probe report recordings/wiki-val --concepts wiki-link --baseline ngram:7 --out report/
+  probe report recordings/wiki-val --concepts url,wiki-link --ablate 3 --out report/
+
+--ablate N holds each binary concept's top N units (h and c) at their mean over
+the first --ablate-chars characters, one at a time, against 20 random units of
+the same layer and kind (as `probe find-neurons --ablate`): "tracks it" (held-out
+score) beside "is used for it" (Δ bits/char inside and outside, p). Off by default:
+it runs the model once per layer and kind with 20+N streams."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -29,6 +50,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-images", action="store_true", help="skip the PNG/SVG files (HTML and CSV only)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing report folder")
+    p.add_argument("--baseline", metavar="ngram:N|CHECKPOINT", default=None,
+                   help="add a section: the recorded model against this baseline, and its error breakdown "
+                        "(default: off)")
+    p.add_argument("--ablate", type=int, default=0, metavar="N",
+                   help="for each binary concept, also hold its top N units at their mean and show the change of "
+                        "loss beside the held-out score (default 0: off; needs the recorded model)")
+    p.add_argument("--ablate-chars", type=int, default=20_000, metavar="N",
+                   help="characters of the recording to ablate on (default 20000)")
+    p.add_argument("--checkpoint", default=None,
+                   help="the recorded model, for --ablate (default: the checkpoint named in the recording)")
+    add_regex_timeout_argument(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -36,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
     concepts = [c.strip() for c in args.concepts.split(",") if c.strip()]
     out = build_report(args.recording, concepts, args.out, top=args.top, heat_units=args.heat_units,
                        passage=args.passage, width=args.width, embedding=args.embedding, embed_n=args.embed_n,
-                       images=not args.no_images, overwrite=args.overwrite, seed=args.seed)
+                       images=not args.no_images, overwrite=args.overwrite, seed=args.seed,
+                       regex_timeout=regex_timeout(args), baseline=args.baseline, ablate=args.ablate,
+                       ablate_chars=args.ablate_chars, checkpoint=args.checkpoint)
     print(f"wrote {out}/index.html")
     return 0

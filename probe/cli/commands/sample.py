@@ -1,4 +1,4 @@
-"""probe sample: generate text from a checkpoint, streamed as it comes."""
+"""probe sample: generate text from a checkpoint, streamed as it comes, optionally with units clamped."""
 from __future__ import annotations
 
 import argparse
@@ -6,6 +6,7 @@ import sys
 
 from probe.model import checkpoint
 from probe.errors import ProbeError
+from probe.model.intervene import hold_hooks, parse_hold
 from probe.model.sampling import generate
 
 NAME = "sample"
@@ -20,6 +21,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed: same seed, same text (default 0)")
     p.add_argument("--argmax", action="store_true", help="always take the most likely character")
     p.add_argument("--no-prime-echo", action="store_true", help="do not print the prime first")
+    p.add_argument("--clamp", dest="holds", action="append", default=[], metavar="UNIT=VALUE",
+                   help="hold a unit at a value at every step, e.g. L1.c.7=0.9 (repeatable; h, or an LSTM's c: "
+                        "a held c is carried and h follows from it)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -27,7 +31,9 @@ def run(args: argparse.Namespace) -> int:
         raise ProbeError(f"--length must not be negative, not {args.length}")
     if not args.argmax and not args.temperature > 0:
         raise ProbeError(f"--temperature must be positive, not {args.temperature} (or use --argmax)")
+    holds = [parse_hold(h) for h in args.holds]
     ck = checkpoint.load(args.checkpoint)
+    hold_hooks(ck.model, holds)  # bad units fail here, before anything is printed
     unknown = ck.vocab.unknown(args.prime)
     if unknown:
         shown = ", ".join(repr(c) for c, _ in unknown.most_common(5))
@@ -38,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
         out.write(args.prime.encode("utf-8"))
     pending = b""
     for i in generate(ck.model, ck.vocab, args.prime, args.length, temperature=args.temperature,
-                      seed=args.seed, argmax=args.argmax):
+                      seed=args.seed, argmax=args.argmax, holds=holds):
         pending += ck.vocab.decode_bytes([i])
         try:  # write whole UTF-8 characters only (byte models can emit a partial one)
             pending.decode("utf-8")

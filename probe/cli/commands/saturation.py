@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from probe.files import atomic_write
 from probe.record.recording import Recording
 from probe.analysis.saturation import gate_saturation
 
@@ -21,7 +22,8 @@ def run(args: argparse.Namespace) -> int:
     rec = Recording.open(args.recording)
     df = gate_saturation(rec, low=args.low, high=args.high)
     if args.csv:
-        df.to_csv(args.csv, index=False)
+        with atomic_write(args.csv) as f:
+            df.to_csv(f, index=False)
     print(f"gate saturation in {rec.path} ({rec.n_rows:,} steps): mean fraction of steps per unit, and units "
           f"saturated more than half the time (tanh gates g/n mapped to [0, 1])")
     print(f"{'layer':>5} {'gate':>4} {'left':>7} {'right':>7} {'units >50% left':>16} {'units >50% right':>17}")

@@ -7,12 +7,14 @@ import sys
 from dataclasses import fields
 
 from probe.errors import ProbeError
-from probe.train.loop import RESUME_OVERRIDABLE, TrainConfig, train
+from probe.train.config import RESUME_OVERRIDABLE, TrainConfig
+from probe.train.loop import train
 
 NAME = "train"
 HELP = "train a character-level LSTM, GRU or vanilla RNN language model"
 DESCRIPTION = """Train a character-level language model on a text file or a bundled corpus
-(`wiki`, `shakespeare`). Checkpoints go to OUT/latest and OUT/best.
+(`wiki`, `shakespeare`). Checkpoints go to OUT/latest and OUT/best. `--resume OUT` continues from
+the newest complete checkpoint in OUT whatever moment a kill hit (it says which one it took).
 
 examples:
   probe train --data shakespeare --out runs/shakespeare --rnn-size 256 --num-layers 2
@@ -41,7 +43,7 @@ HELPS = {
     "max_time": "stop early after this long (90s, 30m, 2h), saving a resumable checkpoint",
     "eval_every": "validate on the whole validation split, sample and checkpoint every N iterations",
     "device": "auto (cuda if present), cpu or cuda",
-    "bf16": "bfloat16 autocast (about 1.9x faster on CPUs with native bf16)",
+    "bf16": "bfloat16 autocast (faster on CPUs with native bf16)",
     "threads": "torch threads (0: torch's default)",
     "max_rollbacks": "divergence: roll back and halve the learning rate at most this many times",
 }
@@ -55,7 +57,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         else:
             typ = {"int": int, "float": float, "str": str}.get(str(f.type), str)
             p.add_argument(flag, type=typ, default=f.default, help=(HELPS.get(f.name, "") + f" (default {f.default!r})").strip())
-    p.add_argument("--resume", metavar="RUN", help="continue a run from RUN/latest (the recipe is the checkpoint's)")
+    p.add_argument("--resume", metavar="RUN", help="continue a run from its newest complete checkpoint, inside RUN "
+                   "(also after a kill in the middle of a save; the recipe is the checkpoint's)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
