@@ -92,6 +92,16 @@ def _install_error_handler(app: Dash) -> None:
 
 
 def _register(app: Dash, svc: DashboardService) -> None:
+    """Register every callback of the app, one group per part of the page."""
+    _register_window(app, svc)
+    _register_search(app, svc)
+    _register_card(app, svc)
+    _register_model_views(app, svc)
+    _register_live(app, svc)
+
+
+def _register_window(app: Dash, svc: DashboardService) -> None:
+    """Callbacks of the text window (server) and its colours (browser), and picking a unit from a table."""
     # ---------------------------------------------------------------- window (server) and colors (browser)
     @app.callback(Output("win", "data"), Output("win-pos", "data"), Output("win-label", "children"),
                   Output("win-msg", "children"),
@@ -149,6 +159,9 @@ def _register(app: Dash, svc: DashboardService) -> None:
         u = svc.unit_from_name(as_dict(cell, "table cell").get("row_id"))
         return u.layer, u.kind, u.index, ""
 
+
+def _register_search(app: Dash, svc: DashboardService) -> None:
+    """Callbacks of find neurons and brush to hypothesis."""
     # ---------------------------------------------------------------- find neurons
     @app.callback(Output("find-table", "data"), Output("find-summary", "children"), Output("find-msg", "children"),
                   Output("find-table", "active_cell"),
@@ -169,6 +182,9 @@ def _register(app: Dash, svc: DashboardService) -> None:
         units, matches, summary = svc.brush(data)
         return units, matches, summary, "", "brush"
 
+
+def _register_card(app: Dash, svc: DashboardService) -> None:
+    """Callbacks of the neuron card and its unit ablated on the window."""
     # ---------------------------------------------------------------- neuron card (only while its tab is open)
     @app.callback(Output("card-body", "children"), Output("card-msg", "children"),
                   Input("tabs", "value"), Input("layer", "value"), Input("kind", "value"),
@@ -192,6 +208,9 @@ def _register(app: Dash, svc: DashboardService) -> None:
         fig.update_layout(width=None, autosize=True)
         return dcc.Graph(figure=fig, config={"displaylogo": False}, responsive=True), summary, ""
 
+
+def _register_model_views(app: Dash, svc: DashboardService) -> None:
+    """Callbacks of the model views and Δloss against a baseline."""
     # ---------------------------------------------------------------- model views (lazy)
     @app.callback(Output("model-body", "children"), Output("model-msg", "children"),
                   Input("tabs", "value"), Input("model-view", "value"), Input("concept", "value"),
@@ -218,6 +237,9 @@ def _register(app: Dash, svc: DashboardService) -> None:
         fig.update_layout(width=None, autosize=True)
         return dcc.Graph(figure=fig, config={"displaylogo": False}, responsive=True), summary, ""
 
+
+def _register_live(app: Dash, svc: DashboardService) -> None:
+    """Callbacks of live text and clamped generation."""
     # ---------------------------------------------------------------- live text and clamping
     @app.callback(Output("live-win", "data"), Output("live-msg", "children"),
                   Input("live-run", "n_clicks"), Input("layer", "value"), Input("kind", "value"),
@@ -246,7 +268,6 @@ def _register(app: Dash, svc: DashboardService) -> None:
             html.Div(f"with {name} clamped to {float(value):g}:", className="note"),
             html.Div(held, className="clamp-out", id="clamp-held"),
         ]), ""
-
 
 def _context_line(c: dict) -> html.Div:
     def show(s: str) -> str:

@@ -112,7 +112,7 @@ def test_report_bad_baseline_writes_nothing(rec, tmp_path, capsys, baseline, mes
 def test_report_baseline_needs_the_recordings_checkpoint(tmp_path):
     from tests.figures_fixtures import make_recording
     path = make_recording(tmp_path / "syn")  # names a checkpoint that is not there
-    with pytest.raises(ProbeError, match="does not load"):
+    with pytest.raises(ProbeError, match="names no checkpoint that is still there"):
         build_report(path, [], tmp_path / "rep", images=False, embedding="none", baseline="ngram:3", say=_quiet)
     assert not (tmp_path / "rep").exists()
 
