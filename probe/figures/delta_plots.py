@@ -69,7 +69,9 @@ def error_breakdown_figure(table: pd.DataFrame, title: str = "errors by the firs
                              text=[f"{s:.1%} ({n:,})" for s, n in zip(sub.share, sub.n_errors)],
                              textposition="outside", hovertemplate="%{y}: %{x:.1f}%"))
     fig.update_layout(title=title, barmode="group", height=24 * len(table) + 160, width=820,
-                      xaxis=dict(title="share of errors (%)"), plot_bgcolor="#ffffff",
+                      # room for the longest bar's label ("18.7% (26,599)") beside it, never clipped
+                      xaxis=dict(title="share of errors (%)", range=[0, float(table.share.max()) * 100 * 1.35 + 0.5]),
+                      plot_bgcolor="#ffffff",
                       yaxis=dict(autorange="reversed", categoryorder="array", categoryarray=list(table.cls)))
     fig.layout.meta = {"figure": "error_breakdown"}
     return fig

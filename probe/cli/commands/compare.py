@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 from probe.errors import ProbeError
+from probe.files import write_atomic_text
 
 NAME = "compare"
 HELP = "where one model beats another (or an n-gram): per-character Δloss, concepts, long-range closers"
@@ -95,12 +96,8 @@ def _range(text: str | None, n: int):
 
 
 def write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False, default=float))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """`obj` as JSON at `path`, whole or not at all."""
+    write_atomic_text(path, json.dumps(obj, indent=1, ensure_ascii=False, default=float))
 
 
 def check_out(out: str | None, overwrite: bool) -> Path | None:
