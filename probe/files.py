@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shutil
 from pathlib import Path
 from typing import IO, Iterator
 
@@ -77,3 +78,22 @@ def write_atomic_bytes(path: str | Path, data: bytes) -> Path:
     with atomic_write(path, "wb", None) as f:
         f.write(data)
     return Path(path)
+
+
+@contextlib.contextmanager
+def atomic_folder(dest: str | Path) -> Iterator[Path]:
+    """Yield a temporary folder beside `dest` to fill; on success it replaces `dest` (an old one is
+    removed only then), on any error it is removed and `dest` is left as it was."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

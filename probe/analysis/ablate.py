@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +27,7 @@ import torch
 from probe.analysis.concepts import Concept, as_concept
 from probe.checks import ParamError, check_int
 from probe.errors import ProbeError
+from probe.files import atomic_folder
 from probe.model.checkpoint import Checkpoint
 from probe.model.hooks import run_with_hooks
 from probe.model.intervene import Hold, check_unit, hold_hooks
@@ -469,11 +468,7 @@ def save(result: AblationResult, folder: str | Path, files: dict[str, str] | Non
     dest = Path(folder)
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise ParamError("folder", f"{dest} exists and is not an empty folder")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    with atomic_folder(dest) as tmp:
         np.save(tmp / "delta.npy", result.delta)
         result.per_symbol().to_csv(tmp / "per-symbol.csv", index=False)
         result.table.to_csv(tmp / "sets.csv", index=False)
@@ -482,10 +477,4 @@ def save(result: AblationResult, folder: str | Path, files: dict[str, str] | Non
                                            encoding="utf-8")
         for name, content in (files or {}).items():
             (tmp / name).write_text(content, encoding="utf-8")
-        if dest.exists():
-            dest.rmdir()
-        os.replace(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return dest

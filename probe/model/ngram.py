@@ -28,7 +28,6 @@ import hashlib
 import json
 import math
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +35,7 @@ import numpy as np
 
 from probe.checks import ParamError
 from probe.errors import ProbeError
+from probe.files import atomic_folder
 
 LN2 = math.log(2)
 FALLBACK_DISCOUNTS = (0.5, 1.0, 1.5)  # when an order's count-of-counts cannot estimate them
@@ -214,11 +214,7 @@ class KneserNey:
         if not self.orders:
             raise ProbeError("the n-gram model is not fitted")
         folder = Path(folder)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        try:
+        with atomic_folder(folder) as tmp:
             np.save(tmp / "dense.npy", self._dense)
             small = np.int32 if max(len(t.grams) for t in self.orders) < 2 ** 31 else np.int64
             for k, t in enumerate(self.orders, start=1):
@@ -230,12 +226,6 @@ class KneserNey:
                     "discount": self.discount, "B": self.B,
                     "discounts": [t.discounts.tolist() for t in self.orders]}
             (tmp / "model.json").write_text(json.dumps(meta))
-            if folder.exists():
-                shutil.rmtree(folder)
-            os.replace(tmp, folder)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return folder
 
     @classmethod

@@ -3,12 +3,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 from pathlib import Path
 
 from probe.errors import ProbeError
-from probe.files import write_atomic_text
+from probe.files import atomic_folder, write_atomic_text
 
 NAME = "compare"
 HELP = "where one model beats another (or an n-gram): per-character Δloss, concepts, long-range closers"
@@ -120,13 +118,6 @@ def check_json(path: str | None) -> Path | None:
     return p
 
 
-def publish(tmp: Path, out: Path) -> None:
-    """Move a finished temporary folder to `out`, replacing an old one only now."""
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
-
-
 def _fmt(df, cols, top):
     return df.head(top)[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}")
 
@@ -180,10 +171,7 @@ def _write_folder(cmp, out: Path, heat, png: bool, result: dict) -> None:
     from probe.figures.delta_plots import delta_heatmap, long_range_figure
     from probe.figures.export import write_figures
 
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    with atomic_folder(out) as tmp:
         cmp.summary.to_csv(tmp / "summary.csv", index=False)
         cmp.by_char.to_csv(tmp / "by_char.csv", index=False)
         cmp.contexts.to_csv(tmp / "contexts.csv", index=False)
@@ -198,7 +186,3 @@ def _write_folder(cmp, out: Path, heat, png: bool, result: dict) -> None:
             if png:
                 paths.append((fig, tmp / f"{name}.png"))
         write_figures(paths)
-        publish(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 from pathlib import Path
 
 from probe.errors import ProbeError
@@ -55,7 +53,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from probe.cli.commands.compare import check_json, check_out, publish, write_json_atomic
+    from probe.cli.commands.compare import check_json, check_out, write_json_atomic
+    from probe.files import atomic_folder
 
     out = check_out(args.out, args.overwrite)
     json_path = check_json(args.json)
@@ -78,19 +77,12 @@ def run(args: argparse.Namespace) -> int:
         from probe.figures.delta_plots import error_breakdown_figure
         from probe.figures.export import write_figures
 
-        tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        try:
+        with atomic_folder(out) as tmp:
             b.table.to_csv(tmp / "errors.csv", index=False)
             write_json_atomic(tmp / "errors.json", result)
             fig = error_breakdown_figure(b.table, title=f"errors of {b.checkpoint} ({b.n_errors:,}, "
                                                         f"{b.error_rate:.1%} of characters) by oracle")
             write_figures([(fig, tmp / "errors.html")] + ([(fig, tmp / "errors.png")] if args.png else []))
-            publish(tmp, out)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         print(f"\nwrote {out}/")
     if args.json == "-":
         print(json.dumps(result, indent=1, ensure_ascii=False, default=float))
