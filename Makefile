@@ -4,20 +4,31 @@ PY := .venv/bin/python
 MODEL ?= trained_models/wiki
 REC ?= recordings/wiki-val
 PORT ?= 8050
+ATLAS_KINDS ?= h,c
+UNIT ?=
+SAE ?=
 
-.PHONY: setup demo record dashboard test test-fast analyses bench clean
+.PHONY: setup demo record atlas dashboard test test-fast analyses bench clean
 
 setup:
 	@bash scripts/setup.sh
 
-## record the shipped wiki model on its validation text (kept while it matches the weights), then open the dashboard
-demo: setup record dashboard
+## record the shipped wiki model on its validation text (kept while it matches the weights), compute its atlas
+## once (kept while it matches the recording), then open the dashboard on the atlas's best unit (UNIT=..., SAE=...)
+demo: setup record atlas dashboard
 
 record: setup
 	$(PY) -m probe record $(MODEL) --out $(REC) --reuse
 
+atlas: setup
+	@if $(PY) -c "import sys; from probe.record.recording import Recording; from probe.analysis.atlas import atlas_for; \
+	sys.exit(atlas_for(Recording.open('$(REC)')) is None)" 2>/dev/null; then \
+	echo "atlas: $(REC)/atlas is up to date (made from this recording)"; \
+	else $(PY) -m probe atlas $(REC) --kinds $(ATLAS_KINDS); fi
+
 dashboard: setup
-	$(PY) -m probe dashboard $(REC) --checkpoint $(MODEL) --port $(PORT)
+	$(PY) -m probe dashboard $(REC) --checkpoint $(MODEL) --port $(PORT) $(if $(UNIT),--unit '$(UNIT)') \
+	  $(if $(SAE),--sae '$(SAE)')
 
 test: setup
 	NUMBA_CACHE_DIR=$(CURDIR)/.numba_cache $(PY) -m pytest -q -p no:cacheprovider --headless tests

@@ -1,7 +1,11 @@
 """The probe dashboard: scan a recording's units over its text in the browser.
 
-    probe dashboard RECORDING [--checkpoint RUN] [--host 127.0.0.1] [--port 8050]
+    probe dashboard RECORDING [--checkpoint RUN] [--unit L2.c.502|best|best:CONCEPT] [--sae SAE_FOLDER]
+                              [--host 127.0.0.1] [--port 8050]
     python dashboards/app.py RECORDING ...
+
+The page opens on the recording's atlas (probe atlas) when it has one, on its best-explained unit;
+`?unit=L2.c.502` in the address opens a unit (and the address follows the unit shown).
 
 The server reads the memory-mapped recording one window (2,000 rows) at a
 time; the browser colors the text itself (assets/probe_text.js), so that
@@ -15,6 +19,7 @@ import argparse
 import functools
 import logging
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -26,13 +31,15 @@ from dash import ClientsideFunction, Dash, Input, Output, State, ctx, dcc, html,
 from dash.exceptions import PreventUpdate  # noqa: E402
 
 from dashboards.inputs import as_dict, as_int, as_records, clipped  # noqa: E402
-from dashboards.layout import TABS, page  # noqa: E402
+from dashboards.layout import TABS, atlas_entry_view, page  # noqa: E402
 from dashboards.service import DashboardService  # noqa: E402
 from probe.errors import ProbeError  # noqa: E402
+from probe.names import is_feature  # noqa: E402
 from probe.runtime.threads import apply_thread_policy  # noqa: E402
 
 log = logging.getLogger("probe.dashboard")
-ASSETS = Path(__file__).resolve().parent / "assets"
+from probe.resources import dashboard_assets_dir  # noqa: E402
+ASSETS = dashboard_assets_dir()  # package data (dashboards/assets), found with importlib.resources
 
 
 def guarded(n_outputs: int, message_at: int):
@@ -63,9 +70,13 @@ def guarded(n_outputs: int, message_at: int):
 
 
 def create_app(recording, checkpoint=None, *, window_rows: int | None = None,
-               regex_timeout: float | None = None) -> Dash:
-    """A Dash app over one recording (a path or an open Recording); `checkpoint` enables live text."""
-    kw = {}
+               regex_timeout: float | None = None, unit: str | None = None, atlas="auto", sae=None) -> Dash:
+    """A Dash app over one recording (a path or an open Recording); `checkpoint` enables live text.
+
+    `unit`: the unit the page opens on (`L2.c.502`, `best`, `best:CONCEPT`; default: the atlas's best unit
+    when the recording has an atlas); `atlas`: "auto" (the recording's own), an Atlas, or None; `sae`: an SAE
+    folder (probe sae) whose features are picked like units (kind `h.f`, names like `L2.h.f123`)."""
+    kw = {"unit": unit, "atlas": atlas, "sae": sae}
     if window_rows is not None:
         kw["window_rows"] = window_rows
     if regex_timeout is not None:
@@ -94,6 +105,7 @@ def _install_error_handler(app: Dash) -> None:
 def _register(app: Dash, svc: DashboardService) -> None:
     """Register every callback of the app, one group per part of the page."""
     _register_window(app, svc)
+    _register_atlas(app, svc)
     _register_search(app, svc)
     _register_card(app, svc)
     _register_model_views(app, svc)
@@ -107,14 +119,23 @@ def _register_window(app: Dash, svc: DashboardService) -> None:
                   Output("win-msg", "children"),
                   Input("win-prev", "n_clicks"), Input("win-next", "n_clicks"), Input("goto-btn", "n_clicks"),
                   Input("goto", "n_submit"), Input("brush-matches", "active_cell"), Input("layer", "value"),
-                  Input("kind", "value"),
+                  Input("kind", "value"), Input("jump", "data"), Input("unit-index", "value"),
                   State("win-pos", "data"), State("goto", "value"), State("brush-matches", "data"))
     @guarded(4, 3)
-    def load_window(_p, _n, _g, _s, match_cell, layer, kind, pos, goto, matches):
+    def load_window(_p, _n, _g, _s, match_cell, layer, kind, jump, index, pos, goto, matches):
         pos = pos if isinstance(pos, dict) else {}  # the page's own store: a bad one starts over at row 0
         start, mark = pos.get("start") or 0, pos.get("mark")
         trig = ctx.triggered_id
-        if trig == "win-prev":
+        if set(ctx.triggered_prop_ids) == {"unit-index.value"}:  # the browser recolours units by itself;
+            cols = pos.get("cols")  # a feature window holds only some features: fetch it when one is missing
+            if not (isinstance(kind, str) and is_feature(kind)) or (isinstance(cols, list) and index in cols):
+                raise PreventUpdate
+        if "jump.data" in ctx.triggered_prop_ids:  # a unit opened at its top context (atlas, address)
+            if jump is None:
+                raise PreventUpdate
+            jump = as_dict(jump, "unit position")
+            start, mark = as_int(jump.get("start"), "window start"), jump.get("mark")
+        elif trig == "win-prev":
             start, mark = svc.step_window(start, -1), None
         elif trig == "win-next":
             start, mark = svc.step_window(start, +1), None
@@ -130,9 +151,12 @@ def _register_window(app: Dash, svc: DashboardService) -> None:
             row = as_int(m.get("row"), "row of the place")
             start = svc.centre_on(row)
             mark = [row, row + as_int(m.get("length"), "length of the place", 1, svc.rec.n_rows)]
-        win = svc.window(start, layer, kind, mark)
+        win = svc.window(start, layer, kind, mark, index)
         label = f"rows {win['start']:,}\u2013{win['stop'] - 1:,} of {win['n_rows']:,}"
-        return win, {"start": win["start"], "mark": mark}, label, ""
+        pos = {"start": win["start"], "mark": mark}
+        if "cols" in win:
+            pos["cols"] = win["cols"]
+        return win, pos, label, ""
 
     app.clientside_callback(ClientsideFunction("probe", "renderMain"),
                             Output("render-info", "data"), Output("unit-msg", "children"),
@@ -145,19 +169,45 @@ def _register_window(app: Dash, svc: DashboardService) -> None:
     app.clientside_callback(ClientsideFunction("probe", "showPanel"),
                             [Output(f"panel-{v}", "style") for v, _ in TABS], Input("tabs", "value"))
 
-    # ---------------------------------------------------------------- picking a unit from a table
+    # ---------------------------------------------------------------- picking a unit from a table or the address
     @app.callback(Output("layer", "value"), Output("kind", "value"),
                   Output("unit-index", "value", allow_duplicate=True), Output("unit-msg", "children",
                                                                               allow_duplicate=True),
+                  Output("jump", "data"), Output("atlas-entry", "children"),
                   Input("find-table", "active_cell"), Input("brush-units", "active_cell"),
-                  prevent_initial_call=True)
-    @guarded(4, 3)
-    def pick_unit(find_cell, brush_cell):
-        cell = find_cell if ctx.triggered_id == "find-table" else brush_cell
+                  Input("atlas-table", "active_cell"), Input("url", "search"),
+                  prevent_initial_call="initial_duplicate")  # the first call reads the page's ?unit=
+    @guarded(6, 3)
+    def pick_unit(find_cell, brush_cell, atlas_cell, search):
+        trig = ctx.triggered_id or "url"
+        if trig in ("atlas-table", "url"):  # opened at its top context, with its atlas entry
+            if trig == "url":
+                found = svc.unit_from_address(search)
+            elif atlas_cell is None:
+                raise PreventUpdate
+            else:
+                found = svc.open_unit(as_dict(atlas_cell, "table cell").get("row_id"))
+            if found is None:
+                raise PreventUpdate
+            u, pos, _line = found
+            return u.layer, u.kind, u.index, "", dict(pos, stamp=time.time()), atlas_entry_view(svc.atlas_entry(u))
+        cell = find_cell if trig == "find-table" else brush_cell
         if cell is None:
             raise PreventUpdate
         u = svc.unit_from_name(as_dict(cell, "table cell").get("row_id"))
-        return u.layer, u.kind, u.index, ""
+        return u.layer, u.kind, u.index, "", no_update, no_update
+
+
+def _register_atlas(app: Dash, svc: DashboardService) -> None:
+    """Callbacks of the atlas tab: its filters (a click on a row is pick_unit's)."""
+    @app.callback(Output("atlas-table", "data"), Output("atlas-summary", "children"), Output("atlas-msg", "children"),
+                  Output("atlas-table", "active_cell"), Output("atlas-table", "page_current"),
+                  Input("atlas-concept", "value"), Input("atlas-layer", "value"), Input("atlas-kind", "value"),
+                  Input("atlas-explained", "value"), prevent_initial_call=True)
+    @guarded(5, 2)
+    def atlas_filter(concept, layer, kind, explained):
+        rows, summary = svc.atlas_table(concept, layer, kind, explained)
+        return rows, summary, "", None, 0
 
 
 def _register_search(app: Dash, svc: DashboardService) -> None:
@@ -307,17 +357,21 @@ def render_card(card) -> html.Div:
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
-def serve(recording, checkpoint=None, *, host: str = "127.0.0.1", port: int = 8050) -> int:
-    """Serve the dashboard over `recording` until interrupted (debug off); `checkpoint` enables live text."""
+def serve(recording, checkpoint=None, *, host: str = "127.0.0.1", port: int = 8050, unit: str | None = None,
+          sae=None) -> int:
+    """Serve the dashboard over `recording` until interrupted (debug off); `checkpoint` enables live text;
+    `unit` is the unit the page opens on (a name, `best` or `best:CONCEPT`); `sae` adds an SAE's features."""
     if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
         raise ProbeError(f"port must be between 1 and 65535, not {port!r}")
     if not isinstance(host, str) or not host:
         raise ProbeError(f"host must be an address such as 127.0.0.1, not {host!r}")
-    app = create_app(recording, checkpoint)
+    app = create_app(recording, checkpoint, unit=unit, sae=sae)
+    svc = app.probe_service
     if host not in LOCAL_HOSTS:
         print(f"probe dashboard: warning: serving on {host}: anyone who can reach it can read the recording",
               file=sys.stderr)
-    print(f"probe dashboard: {app.probe_service.describe()}\n  open http://{host}:{port}/", file=sys.stderr)
+    print(f"probe dashboard: {svc.describe()}\n  {svc.opening_line()}\n  open http://{host}:{port}/",
+          file=sys.stderr)
     app.run(host=host, port=port, debug=False)
     return 0
 
@@ -329,10 +383,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", default=None, help="run or checkpoint folder for live text")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8050, help="port (default 8050)")
+    parser.add_argument("--unit", default=None, help="open on this unit: a name (L2.c.502), best or best:CONCEPT")
+    parser.add_argument("--sae", default=None, help="an SAE folder (probe sae): pick its features like units")
     args = parser.parse_args(argv)
     try:
         apply_thread_policy()  # the server process's CPU threads (probe/runtime/threads.py), before torch loads
-        return serve(args.recording, args.checkpoint, host=args.host, port=args.port)
+        return serve(args.recording, args.checkpoint, host=args.host, port=args.port, unit=args.unit,
+                     sae=args.sae)
     except ProbeError as e:
         print(f"dashboards/app.py: error: {e}", file=sys.stderr)
         return 2

@@ -3,14 +3,16 @@ from __future__ import annotations
 
 from dash import dash_table, dcc, html
 
+from dashboards.atlas_view import COLUMNS as ATLAS_COLUMNS, context_cells, describe_entry
 from dashboards.service import DashboardService
 
-TABS = [("find", "Find neurons"), ("brush", "Brush"), ("card", "Neuron card"), ("model", "Model views"),
-        ("live", "Live text")]
+TABS = [("atlas", "Atlas"), ("find", "Find neurons"), ("brush", "Brush"), ("card", "Neuron card"),
+        ("model", "Model views"), ("live", "Live text")]  # the Atlas tab shows when the recording has an atlas
 _TABLE_STYLE = dict(style_table={"maxHeight": "320px", "overflowY": "auto", "overflowX": "auto"},
                     style_cell={"fontFamily": "monospace", "fontSize": "12px", "padding": "2px 6px",
                                 "textAlign": "left", "cursor": "pointer"},
                     page_action="none")
+ATLAS_HEADERS = {"p_value": "p", "second": "second best", "score": "held-out", "explained": "\u2713"}
 
 
 def _table(id_: str, columns: list[str]) -> dash_table.DataTable:
@@ -18,17 +20,16 @@ def _table(id_: str, columns: list[str]) -> dash_table.DataTable:
 
 
 def unit_controls(svc: DashboardService) -> html.Div:
-    rec = svc.rec
+    rec, first = svc.rec, svc.initial
     return html.Div(className="controls", children=[
         html.Label("layer"),
-        dcc.Dropdown(id="layer", className="dd", clearable=False, value=rec.num_layers - 1,
+        dcc.Dropdown(id="layer", className="dd", clearable=False, value=first.layer,
                      options=[{"label": f"L{l}", "value": l} for l in range(rec.num_layers)]),
         html.Label("kind"),
         dcc.Dropdown(id="kind", className="dd", clearable=False,
-                     value="c" if "c" in rec.kinds else rec.kinds[0], options=[{"label": k, "value": k}
-                                                                             for k in rec.kinds]),
+                     value=first.kind, options=[{"label": k, "value": k} for k in svc.unit_kinds()]),
         html.Label("unit"),
-        dcc.Input(id="unit-index", type="number", value=0, step=1, debounce=True,
+        dcc.Input(id="unit-index", type="number", value=first.index, step=1, debounce=True,
                   style={"width": "120px"}),
         html.Button("\u25c0", id="unit-prev", title="previous unit (\u2190)"),
         html.Button("\u25b6", id="unit-next", title="next unit (\u2192)"),
@@ -50,9 +51,67 @@ def window_controls(svc: DashboardService) -> html.Div:
     ])
 
 
+def _hidden(svc: DashboardService, tab: str) -> dict | None:
+    return None if first_tab(svc) == tab else {"display": "none"}
+
+
+def first_tab(svc: DashboardService) -> str:
+    """The tab the page opens on: the atlas when the recording has one."""
+    return "atlas" if svc.atlas is not None else "find"
+
+
+def atlas_panel(svc: DashboardService) -> html.Div:
+    """Every unit of the atlas, best explained first, filterable; a click shows the unit at its top context."""
+    layers, kinds = svc.atlas_sites()
+    rows, summary = svc.atlas_table() if svc.atlas is not None else ([], "")
+    entry = svc.atlas_entry(svc.initial)
+    return html.Div(id="panel-atlas", className="panel", style=_hidden(svc, "atlas"), children=[
+        html.Div(None if svc.atlas is not None else
+                 "This recording has no atlas: make one with probe atlas REC and restart the dashboard.",
+                 className="note"),
+        html.Div(className="controls", children=[
+            html.Label("concept"),
+            dcc.Dropdown(id="atlas-concept", placeholder="any concept", style={"width": "190px"},
+                         options=[{"label": f"{c} ({n})", "value": c} for c, n in svc.atlas_concepts()]),
+            html.Label("layer"),
+            dcc.Dropdown(id="atlas-layer", className="dd", placeholder="all",
+                         options=[{"label": f"L{l}", "value": l} for l in layers]),
+            html.Label("kind"),
+            dcc.Dropdown(id="atlas-kind", className="dd", placeholder="all",
+                         options=[{"label": k, "value": k} for k in kinds]),
+            dcc.Checklist(id="atlas-explained", options=[{"label": " explained only", "value": "on"}], value=[],
+                          inline=True),
+        ]),
+        html.Div(id="atlas-msg", className="msg"),
+        html.Div(summary, id="atlas-summary", className="note"),
+        html.Div(atlas_entry_view(entry), id="atlas-entry", className="atlas-entry"),
+        dash_table.DataTable(
+            id="atlas-table", data=rows,
+            columns=[{"name": ATLAS_HEADERS.get(c, c), "id": c} for c in ATLAS_COLUMNS],
+            page_action="native", page_size=100, sort_action="native",
+            style_table={"maxHeight": "70vh", "overflowY": "auto", "overflowX": "auto"},
+            style_cell=_TABLE_STYLE["style_cell"],
+            style_data_conditional=[{"if": {"filter_query": '{explained} != "\u2713"'}, "color": "#999"}],
+            tooltip_delay=300, tooltip_duration=None),
+    ])
+
+
+def atlas_entry_view(entry: dict | None) -> list | None:
+    """A unit's atlas entry: one line (concept, held-out score beside chance) and its top contexts coloured."""
+    if not entry:
+        return None
+    lines = []
+    for c in context_cells(entry):
+        spans = [html.Span(ch, style={"backgroundColor": "rgb({}, {}, {})".format(*rgb)}) for ch, rgb in c["chars"]]
+        act = "" if c["activation"] is None else f"{c['activation']:+.3f}"
+        lines.append(html.Div([html.Span(f"{act:>8} row {c['row']:>8,}  ", className="ctx-at"), *spans],
+                              className="ctx"))
+    return [html.Div(describe_entry(entry)), html.Div(lines, className="atlas-contexts", id="atlas-contexts")]
+
+
 def find_panel(svc: DashboardService) -> html.Div:
     names = svc.concept_names()
-    return html.Div(id="panel-find", className="panel", children=[
+    return html.Div(id="panel-find", className="panel", style=_hidden(svc, "find"), children=[
         html.Div(className="controls", children=[
             html.Label("regex"),
             dcc.Input(id="regex", type="text", placeholder=r"e.g. \[\[.*?\]\]", style={"width": "260px"},
@@ -177,9 +236,11 @@ def page(svc: DashboardService) -> html.Div:
                                                  html.Div(id="text-view", className="text-view"),
                                                  delta_section()]),
             html.Div(className="right", children=[
-                dcc.Tabs(id="tabs", value="find", children=[dcc.Tab(label=l, value=v) for v, l in TABS]),
-                find_panel(svc), brush_panel(), card_panel(), model_panel(svc), live_panel(svc)]),
+                dcc.Tabs(id="tabs", value=first_tab(svc), children=[
+                    dcc.Tab(label=l, value=v) for v, l in TABS if v != "atlas" or svc.atlas is not None]),
+                atlas_panel(svc), find_panel(svc), brush_panel(), card_panel(), model_panel(svc), live_panel(svc)]),
         ]),
-        dcc.Store(id="win"), dcc.Store(id="win-pos", data={"start": 0, "mark": None}),
+        dcc.Location(id="url", refresh=False),
+        dcc.Store(id="win"), dcc.Store(id="win-pos", data=dict(svc.initial_pos)), dcc.Store(id="jump"),
         dcc.Store(id="brush"), dcc.Store(id="render-info"), dcc.Store(id="live-win"), dcc.Store(id="live-info"),
     ])

@@ -14,10 +14,14 @@ from pathlib import Path
 import numpy as np
 
 from probe.analysis import safe_regex
-from dashboards.inputs import as_baseline, as_choices, as_dict, as_float, as_int, as_text, shown
-from dashboards.windows import WINDOW_ROWS, check_unit, payload, window_bounds, window_payload
+from dashboards.atlas_view import (BEST, combined, concepts_of, describe_entry, filtered, resolve_unit, table_rows,
+                                   top_rows)
+from dashboards.inputs import as_baseline, as_choice, as_choices, as_dict, as_float, as_int, as_text, shown
+from dashboards.windows import (FEATURE_COLUMNS, WINDOW_ROWS, feature_window_payload, payload, window_bounds,
+                                window_payload)
 from probe.errors import ProbeError
 from probe.runtime.threads import interactive_threads
+from probe.names import is_feature, parse_unit
 from probe.record.recording import Recording, Unit, array_name
 
 MAX_LIVE_CHARS = 20_000
@@ -37,9 +41,22 @@ class DashboardService:
     """The recording, an optional model for live text, and small caches."""
 
     def __init__(self, recording: str | Path | Recording, checkpoint: str | Path | None = None, *,
-                 window_rows: int = WINDOW_ROWS, regex_timeout: float = safe_regex.TIMEOUT_S):
+                 window_rows: int = WINDOW_ROWS, regex_timeout: float = safe_regex.TIMEOUT_S,
+                 atlas="auto", unit: str | None = None, sae: str | Path | None = None):
+        """`atlas`: "auto" (the recording's own atlas, and its SAE's, when they exist), an Atlas, or None;
+        `unit`: the unit to open on (a name, `best` or `best:CONCEPT`; default: the atlas's best unit, else
+        L<top>.c.0); `sae`: an SAE folder (probe sae) whose features can be picked like units (`L2.h.f123`)."""
         self.rec = recording if isinstance(recording, Recording) else Recording.open(recording)
+        self.frec = None
+        self._prefetcher, self._prefetching = None, None
+        if sae is not None:
+            from probe.sae.features import open_features
+            self.frec = open_features(self.rec, sae)  # a one-line ProbeError when the SAE is not of this recording
+        if isinstance(atlas, str) and atlas == "auto":
+            atlas = combined([_recording_atlas(r) for r in (self.rec, self.frec) if r is not None])
+        self.atlas = atlas
         self.window_rows = int(window_rows)
+        self.feature_columns = FEATURE_COLUMNS  # features per window sent to the browser
         self.regex_timeout = regex_timeout
         self._checkpoint_arg = checkpoint
         self._ck = None
@@ -50,6 +67,15 @@ class DashboardService:
         self._deltas: OrderedDict = OrderedDict()  # Δloss per baseline spec, whole text
         self._delta_lock = threading.Lock()
         self._ablations: OrderedDict = OrderedDict()  # one unit's ablation per window and concept
+        if unit is None and self.atlas is not None:
+            unit = BEST
+        if unit is None:
+            self.initial = Unit(self.rec.num_layers - 1, "c" if "c" in self.rec.kinds else self.rec.kinds[0], 0)
+        else:
+            self.initial = self.check(resolve_unit(unit, self.atlas))
+        self.initial_pos = self.position_for(self.initial)
+        if self.initial.is_feature:
+            self._prefetch(self.initial_pos["start"])  # the first page's window, encoded while the browser loads
 
     # ------------------------------------------------------------------ description
     def describe(self) -> str:
@@ -57,6 +83,15 @@ class DashboardService:
         r = self.rec
         return (f"{r.path.name}: {r.n_rows:,} rows, {r.cell.upper()} {r.num_layers}x{r.hidden_size}, "
                 f"kinds {', '.join(r.kinds)}; {summary_line(r.meta)}")
+
+    def opening_line(self) -> str:
+        """Which unit the page opens on, and why (for the command line)."""
+        entry = self.atlas_entry(self.initial)
+        if entry:
+            return f"opens on {describe_entry(entry)}"
+        if self.atlas is None:
+            return f"opens on {self.initial.name} (no atlas: probe atlas {self.rec.path} makes one)"
+        return f"opens on {self.initial.name}"
 
     def checkpoint_path(self) -> Path | None:
         """--checkpoint, else the checkpoint named in the recording's meta.json if it is still there."""
@@ -76,12 +111,30 @@ class DashboardService:
             return self._ck
 
     # ------------------------------------------------------------------ windows
-    def window(self, start, layer, kind, mark=None) -> dict:
+    def window(self, start, layer, kind, mark=None, index=None) -> dict:
+        """The window payload of one layer and kind (features: the window's most active ones and `index`)."""
         if mark is not None:
             if not (isinstance(mark, (list, tuple)) and len(mark) == 2):
                 raise ProbeError("malformed highlight range")
             mark = [as_int(mark[0], "highlight start"), as_int(mark[1], "highlight end")]
+        if isinstance(kind, str) and is_feature(kind):
+            u = self.unit(layer, kind, 0 if index is None else index)
+            win = feature_window_payload(self.frec, start, u, size=self.window_rows, mark=mark,
+                                         n_cols=self.feature_columns)
+            self._prefetch(win["stop"])
+            return win
         return window_payload(self.rec, start, layer, kind, size=self.window_rows, mark=mark)
+
+    def _prefetch(self, start: int) -> None:
+        """Encode the features of the window after `start` in the background (one at a time), so that
+        "next" finds them computed."""
+        if start >= self.rec.n_rows or (self._prefetching is not None and not self._prefetching.done()):
+            return
+        from concurrent.futures import ThreadPoolExecutor
+        if self._prefetcher is None:
+            self._prefetcher = ThreadPoolExecutor(1, thread_name_prefix="probe-features")
+        stop, name = min(self.rec.n_rows, start + self.window_rows), self.frec.feature_site.array
+        self._prefetching = self._prefetcher.submit(lambda: self.frec.array(name)[start:stop])
 
     def step_window(self, start, direction: int) -> int:
         s = as_int(start, "window start")
@@ -96,10 +149,101 @@ class DashboardService:
 
     # ------------------------------------------------------------------ units
     def unit_from_name(self, name) -> Unit:
-        return self.rec.check_unit(as_text(name, "unit name", 40))
+        return self.check(as_text(name, "unit name", 40))
+
+    def unit_kinds(self) -> list[str]:
+        """The kinds a unit can be picked from (with an SAE: its feature kind last)."""
+        return list(self.rec.kinds) + ([] if self.frec is None else list(self.frec.kinds))
+
+    def source(self, unit: Unit):
+        """Where a unit's activations come from: the recording, or its features for a feature."""
+        if not unit.is_feature:
+            return self.rec
+        if self.frec is None:
+            raise ProbeError(f"no feature {unit}: start the dashboard with --sae SAE_FOLDER to see features")
+        return self.frec
+
+    def check(self, unit: str | Unit) -> Unit:
+        """The unit (a name or a Unit) validated against the recording (a feature: against the SAE)."""
+        u = parse_unit(unit) if isinstance(unit, str) else unit
+        return self.source(u).check_unit(u)
 
     def unit(self, layer, kind, index) -> Unit:
-        return check_unit(self.rec, layer, kind, index)
+        kind = as_choice(kind, "kind", self.unit_kinds())
+        return self.check(Unit(as_int(layer, "layer"), kind, as_int(index, "unit index")))
+
+    def state_unit(self, layer, kind, index, what: str) -> Unit:
+        """A unit of the recording itself (not a feature), for what needs the model's own units."""
+        u = self.unit(layer, kind, index)
+        if u.is_feature:
+            raise ProbeError(f"{what} takes the model's own units; {u} is a feature of the SAE: pick a kind "
+                             f"of {', '.join(self.rec.kinds)}")
+        return u
+
+    # ------------------------------------------------------------------ the atlas
+    def atlas_concepts(self) -> list[tuple[str, int]]:
+        """(concept, units it best explains), most frequent first ([] without an atlas)."""
+        return [] if self.atlas is None else concepts_of(self.atlas.table)
+
+    def atlas_sites(self) -> tuple[list[int], list[str]]:
+        """The layers and kinds the atlas covers."""
+        if self.atlas is None:
+            return [], []
+        t = self.atlas.table
+        have = set(str(x) for x in t["kind"])
+        order = [k for k in self.unit_kinds() if k in have] + sorted(have - set(self.unit_kinds()))
+        return sorted({int(x) for x in t["layer"]}), order
+
+    def atlas_table(self, concept=None, layer=None, kind=None, explained=None) -> tuple[list[dict], str]:
+        """Rows of the atlas tab's table for the filters (each None: all) and a one-line summary."""
+        if self.atlas is None:
+            raise ProbeError("this recording has no atlas: make one with probe atlas REC, then restart the dashboard")
+        layers, kinds = self.atlas_sites()
+        if not layers:
+            return [], "the atlas is empty"
+        concept = as_text(concept, "concept", 500, required=False) or None
+        if concept is not None and concept not in dict(self.atlas_concepts()):
+            raise ProbeError(f"no unit of the atlas is best explained by {shown(concept, 60)}")
+        layer = None if layer is None or layer == "" else as_int(layer, "layer", min(layers), max(layers))
+        kind = None if kind is None or kind == "" else as_choice(kind, "kind", kinds)
+        only = bool(as_choices(explained, "explained only", ["on"]))
+        table = self.atlas.table
+        df = filtered(table, concept=concept, layer=layer, kind=kind, explained_only=only)
+        rows = table_rows(df)
+        n_expl = int(table["explained"].astype(bool).sum())
+        summary = (f"{len(df):,} of {len(table):,} units" + (f" (the first {len(rows):,} shown)"
+                                                           if len(rows) < len(df) else "")
+                   + f"; {n_expl:,} of {len(table):,} explained above chance; ranked by held-out score above chance")
+        return rows, summary
+
+    def atlas_entry(self, unit: str | Unit) -> dict | None:
+        """The atlas's entry of a unit (None: not in the atlas, or no atlas)."""
+        return None if self.atlas is None else self.atlas.entry(unit if isinstance(unit, str) else unit.name)
+
+    def position_for(self, unit: Unit) -> dict:
+        """The window position that shows a unit's top context (its peak row marked), when the atlas has it;
+        else the start of the text."""
+        entry = self.atlas_entry(unit)
+        rows = [r for r in top_rows(entry) if 0 <= r < self.rec.n_rows] if entry else []
+        if not rows:
+            return {"start": 0, "mark": None}
+        return {"start": self.centre_on(rows[0]), "mark": [rows[0], rows[0] + 1]}
+
+    def open_unit(self, spec) -> tuple[Unit, dict, str]:
+        """(unit, window position at its top context, its atlas line) for a unit picked in the atlas or named in
+        the address: a unit name, `best` or `best:CONCEPT`."""
+        u = self.check(resolve_unit(as_text(spec, "unit name", 600), self.atlas))
+        entry = self.atlas_entry(u)
+        return u, self.position_for(u), describe_entry(entry) if entry else ""
+
+    def unit_from_address(self, search) -> tuple[Unit, dict, str] | None:
+        """The unit named by the page address's `?unit=...` (None when the address names none)."""
+        from urllib.parse import parse_qs
+        query = as_text(search, "address", 2000, required=False).lstrip("?")
+        values = parse_qs(query, keep_blank_values=True).get("unit")
+        if not values:
+            return None
+        return self.open_unit(values[-1])
 
     # ------------------------------------------------------------------ find neurons
     def concept_names(self) -> list[str]:
@@ -167,7 +311,7 @@ class DashboardService:
         if u.name not in self._cards:
             from probe.analysis.neuron_card import neuron_card
             ck = self.checkpoint_path()
-            _lru_put(self._cards, u.name, neuron_card(self.rec, u.name, n_top=20,
+            _lru_put(self._cards, u.name, neuron_card(self.source(u), u.name, n_top=20,
                                                       checkpoint=str(ck) if ck else None), 16)
         return self._cards[u.name]
 
@@ -175,7 +319,7 @@ class DashboardService:
     def live(self, text, layer, kind) -> dict:
         """Run the model on typed text (cached per text) and return a payload for one layer and kind."""
         text = as_text(text, "live text", MAX_LIVE_CHARS, prompt="type or paste some text first")
-        u = self.unit(layer, kind, 0)
+        u = self.state_unit(layer, kind, 0, "live text")
         ck = self.checkpoint()
         key = hashlib.sha256(text.encode("utf-8")).hexdigest()
         if key not in self._live:
@@ -205,7 +349,7 @@ class DashboardService:
     def clamp(self, prime, layer, kind, index, value, length, seed) -> tuple[str, str]:
         """Text generated without and with the unit clamped (same seed)."""
         from dashboards.clamp import MAX_LENGTH, MAX_PRIME, generate_clamped
-        u = self.unit(layer, kind, index)
+        u = self.state_unit(layer, kind, index, "clamping")
         if u.kind not in ("h", "c"):
             raise ProbeError(f"cannot clamp {u.name}: pick an h or c unit (a gate is computed, not carried)")
         v = as_float(value, "clamp value", -1e4, 1e4)
@@ -229,7 +373,7 @@ class DashboardService:
         names = self.concept_names()
         concept = concept if isinstance(concept, str) and concept in names else None  # one cache key per view
         if name == "embedding":
-            u = self.unit(layer, kind, 0)
+            u = self.state_unit(layer, kind, 0, "the PCA view")
             layer, kind = u.layer, u.kind
         key = (name, concept if name in ("probes", "embedding") else None,
                (layer, kind) if name == "embedding" else None)
@@ -322,7 +466,7 @@ class DashboardService:
         from probe.analysis.ablate import ablate
         from probe.figures.delta_heatmap import delta_heatmap
         from probe.model.intervene import WHY_NO_GATES
-        u = self.unit(layer, kind, index)
+        u = self.state_unit(layer, kind, index, "ablation in the dashboard (probe ablate --sae removes features)")
         if u.kind not in ("h", "c"):
             raise ProbeError(f"cannot ablate {u.name}: {WHY_NO_GATES}")
         s, e = window_bounds(start, self.rec.n_rows, self.window_rows)
@@ -363,6 +507,17 @@ class DashboardService:
         if not 0 < int(labels[1:].sum()) < c1 - c0 - 1:
             return None, f" ({c.name} does not occur in this window, or covers all of it: no inside and outside)"
         return from_function(c.name, lambda text: labels, "binary", f"{c.description}, characters {c0}:{c1}"), ""
+
+
+def _recording_atlas(rec):
+    """The recording's own atlas (probe.analysis.atlas.atlas_for), or None when it has none."""
+    try:
+        from probe.analysis.atlas import atlas_for
+    except ModuleNotFoundError as e:  # an older probe without atlases
+        if e.name != "probe.analysis.atlas":
+            raise
+        return None
+    return atlas_for(rec)
 
 
 def _cell(v):

@@ -8,6 +8,7 @@ range, and the browser recolors the text itself when the unit changes.
 from __future__ import annotations
 
 import base64
+import hashlib
 
 import numpy as np
 
@@ -17,6 +18,7 @@ from probe.figures.colors import ACTIVATION_SCALE, PROBABILITY_SCALE, symmetric_
 from probe.record.recording import Recording, Unit, array_name
 
 WINDOW_ROWS = 2000
+FEATURE_COLUMNS = 128  # features sent per window: the most active in it (others: fetched when picked)
 FLOAT16_MAX = 65504.0
 
 
@@ -83,6 +85,28 @@ def window_payload(rec: Recording, start, layer, kind, *, size: int = WINDOW_ROW
     return payload(wid=f"rec:{s}:{u.layer}:{u.kind}:{mark}", start=s, n_rows=rec.n_rows,
                    chars=rec.row_strings(s, e), acts=acts, layer=u.layer, kind=u.kind, topk=topk, loss=loss,
                    mark=mark)
+
+
+def feature_window_payload(frec, start, unit: Unit, *, size: int = WINDOW_ROWS, mark=None,
+                           n_cols: int = FEATURE_COLUMNS) -> dict:
+    """The window of rows [start, start + size) of an SAE's features (a FeatureRecording): the `n_cols`
+    features most active in it, plus `unit`'s, as columns (`cols` names them; `n_units` is the dictionary)."""
+    s, e = window_bounds(start, frec.n_rows, size)
+    acts = np.asarray(frec.array(unit.array)[s:e], dtype=np.float32)  # (rows, d_sae), mostly zeros
+    peak = acts.max(axis=0)
+    active = np.flatnonzero(peak > 0)
+    top = active[np.argsort(-peak[active], kind="stable")[:n_cols]]
+    cols = np.union1d(top, [unit.index]).astype(np.int64)
+    rec = frec.rec
+    topk = rec.topk(s, e) if rec.has("topk_ids") and rec.has("topk_probs") else None
+    loss = np.asarray(rec.loss_bits[s:e], np.float32) if rec.has("loss_bits") else None
+    tag = hashlib.sha1(cols.tobytes()).hexdigest()[:12]
+    out = payload(wid=f"feat:{s}:{unit.layer}:{unit.kind}:{mark}:{tag}", start=s, n_rows=frec.n_rows,
+                  chars=rec.row_strings(s, e), acts=acts[:, cols], layer=unit.layer, kind=unit.kind, topk=topk,
+                  loss=loss, mark=mark)
+    out["cols"] = [int(c) for c in cols]
+    out["n_units"] = int(acts.shape[1])
+    return out
 
 
 def interpolate(scale: list, t: float) -> tuple[int, int, int]:

@@ -6,13 +6,20 @@
 A full disk, an error or a kill while writing leaves the old file (or none) and
 no partial one: the temporary file is removed, and `os.replace` is atomic
 within a folder.
+
+A temporary folder that a kill leaves behind is named after its owner
+(`.NAME.KIND-<pid>-<start>-<host>`, `temp_name`), so the next writer can delete those of
+processes that no longer run and never a live one's (`Owner`, `leftovers`, `clean_leftovers`).
 """
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import shutil
+import socket
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Iterator
 
@@ -97,3 +104,104 @@ def atomic_folder(dest: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+# --------------------------------------------------------------------------- temporary folders and their owners
+
+HOST = re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname())[:64] or "host"
+TEMP_FOLDER = re.compile(r"^\.(?P<dest>.+)\.(?P<kind>[a-z]+)-(?P<pid>\d+)(?:-(?P<start>\d+)-(?P<host>.+))?$")
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The process that wrote a temporary folder: pid, start time (whole seconds) and host."""
+    pid: int
+    start: int | None = None  # None in the names of older probe versions: the pid alone is checked
+    host: str | None = None
+
+    @classmethod
+    def current(cls) -> "Owner":
+        return cls(os.getpid(), start_time(os.getpid()), HOST)
+
+    def running(self) -> bool:
+        """Whether the owner may still be writing: alive (the same process, not a reused pid) or unknown."""
+        import psutil
+        if self.host is not None and self.host != HOST:
+            return True  # another machine's process: its liveness cannot be known here
+        if self.pid == os.getpid():
+            return False  # this process: its earlier saves are over
+        try:
+            proc = psutil.Process(self.pid)
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return False
+            return self.start is None or abs(int(proc.create_time()) - self.start) <= 1
+        except psutil.NoSuchProcess:
+            return False
+        except (psutil.Error, OSError):
+            return True
+
+
+def start_time(pid: int) -> int:
+    """When process `pid` started (whole seconds since the epoch): with the pid, it names one process."""
+    import psutil
+    return int(psutil.Process(pid).create_time())
+
+
+def temp_name(dest: str, kind: str, owner: Owner | None = None) -> str:
+    """The hidden name `.DEST.KIND-<pid>-<start>-<host>` of `dest`'s temporary folder, e.g. kind `tmp`
+    (being written), `old` (being replaced), `partial` (a recording being written)."""
+    o = owner or Owner.current()
+    tail = f"-{o.start}-{o.host}" if o.start is not None and o.host is not None else ""
+    return f".{dest}.{kind}-{o.pid}{tail}"
+
+
+def leftovers(parent: str | Path, dest: str | None = None, kinds: tuple[str, ...] = ("tmp", "old")
+              ) -> list[tuple[Path, Owner]]:
+    """The temporary folders of `dest` (None: of any name) in `parent` whose kind is one of `kinds`,
+    in the order of `kinds`, then by name, with their owners."""
+    try:
+        entries = sorted(Path(parent).iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    found = []
+    for p in entries:
+        m = TEMP_FOLDER.match(p.name)
+        if m and m["kind"] in kinds and (dest is None or m["dest"] == dest) and p.is_dir():
+            owner = Owner(int(m["pid"]), int(m["start"]) if m["start"] else None, m["host"])
+            found.append((kinds.index(m["kind"]), p, owner))
+    return [(p, o) for _, p, o in sorted(found, key=lambda t: (t[0], t[1].name))]
+
+
+def clean_leftovers(parent: str | Path, dests=None, kinds: tuple[str, ...] = ("tmp", "old"),
+                    keep_own: bool = False) -> list[str]:
+    """Delete the temporary folders of `dests` (None: any name) in `parent` whose owner no longer runs;
+    `keep_own`: also keep this process's (another thread may be writing them). The names deleted."""
+    gone = []
+    for dest in ([None] if dests is None else dests):
+        for p, owner in leftovers(parent, dest, kinds):
+            if keep_own and owner.pid == os.getpid() and owner.host in (None, HOST):
+                continue
+            if not owner.running():
+                shutil.rmtree(p, ignore_errors=True)
+                gone.append(p.name)
+    return gone
+
+
+# --------------------------------------------------------------------------- disk space
+
+def decimal_bytes(n: float) -> str:
+    """6_558_649_980 -> '6.6 GB' (powers of 1000, as disks are sold and `df -H` counts)."""
+    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
+        if abs(n) < 1000:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.3g} EB"
+
+
+def free_bytes(folder: str | Path) -> tuple[int, Path]:
+    """Free space for this user on the disk that holds `folder` (or, when it does not exist yet, its
+    nearest existing parent), and that existing folder."""
+    p = Path(folder).absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return int(shutil.disk_usage(p).free), p

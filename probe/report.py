@@ -197,6 +197,8 @@ def concept_section(r: Report, rec: Recording, concept, *, top: int, heat_units:
     parts.append(r.figure(f"{slug}-units", unit_heatmap(rec, units, s0, s1, labels=strip,
                                                         concept=concept.name,
                                                         title=f"top {len(units)} units for {concept.name}")))
+    if hasattr(rec, "sae_name"):  # features: their search and heatmaps only (probes: the report without an SAE)
+        return "\n".join(parts)
     say(f"{concept.name}: fitting probes")
     rep = fit_probes(rec, concept, seed=seed, untrained="auto")
     parts.append("<h3>Linear probes</h3>")
@@ -318,7 +320,10 @@ def build_report(recording: str | Path | Recording, concepts: list[str], out: st
     """
     from probe.analysis import concepts as concepts_mod
     say = say or (lambda msg: print(f"probe report: {msg}", file=sys.stderr, flush=True))
-    rec = recording if isinstance(recording, Recording) else Recording.open(recording)
+    # a Recording, or a Recording-like view of one (probe.sae.features.FeatureRecording: the concept sections
+    # rank and draw its features; the model card, loss, baseline and embedding are its recording's)
+    rec = Recording.open(recording) if isinstance(recording, (str, Path)) else recording
+    plain = getattr(rec, "rec", rec)
     out = Path(out)
     check_choice("embedding", embedding, ("pca", "umap", "none"))
     check_at_least(top=(top, 1), heat_units=(heat_units, 0), passage=(passage, 10), width=(width, 10))
@@ -327,15 +332,16 @@ def build_report(recording: str | Path | Recording, concepts: list[str], out: st
         c = concepts_mod.get(name, timeout=regex_timeout)
         concepts_mod.row_labels(rec, c)
         chosen.append(c)
-    base = check_baseline(rec, baseline)  # before any file, like the concepts
+    base = check_baseline(plain, baseline)  # before any file, like the concepts
     ablation = check_ablation(rec, ablate, ablate_chars, checkpoint)
     tmp = _prepare_out(out, overwrite)
     try:
-        r = Report(title=f"probe report: {rec.path.name}")
+        sae = getattr(rec, "sae_name", None)
+        r = Report(title=f"probe report: {rec.path.name}" + (f", features of the SAE {sae}" if sae else ""))
         _fill(r, rec, chosen, top=top, heat_units=heat_units, passage=passage, width=width, embedding=embedding,
               embed_n=embed_n, seed=seed, say=say, ablation=ablation)
         if base is not None:
-            baseline_section(r, rec, *base, chosen, width=width, seed=seed, say=say)
+            baseline_section(r, plain, *base, chosen, width=width, seed=seed, say=say)
         (tmp / "index.html").write_text(render_html(r), encoding="utf-8")
         for name, df in r.tables:
             df.to_csv(tmp / "tables" / f"{name}.csv", index=False)
@@ -384,11 +390,12 @@ def _fill(r: Report, rec: Recording, chosen: list, *, top: int, heat_units: int,
                            concept_section(r, rec, c, top=top, heat_units=heat_units, passage=passage,
                                            width=width, seed=seed, say=say, ablation=ablation)))
 
-    gate_kinds = [k for k in rec.kinds if k not in ("h", "c")]
+    plain = getattr(rec, "rec", rec)  # a FeatureRecording's own recording: saturation and embedding are its
+    gate_kinds = [k for k in plain.kinds if k not in ("h", "c")]
     if gate_kinds:
         from probe.analysis.saturation import gate_saturation
         say("gate saturation")
-        df = gate_saturation(rec)
+        df = gate_saturation(plain)
         r.sections.append(("saturation", "Gate saturation", "<p>Per gate unit: the fraction of steps with the gate "
                            "below 0.1 (left-saturated) and above 0.9 (right-saturated), as in Karpathy, Johnson "
                            "&amp; Fei-Fei (2015).</p>" + r.figure("gate-saturation", saturation_figure(df))))
@@ -399,7 +406,7 @@ def _fill(r: Report, rec: Recording, chosen: list, *, top: int, heat_units: int,
         layer = rec.num_layers - 1
         concept = chosen[0] if chosen else None
         say(f"{embedding.upper()} of L{layer}.h")
-        df = embed_states(rec, layer=layer, kind="h", method=embedding, concept=concept, n=embed_n, seed=seed)
+        df = embed_states(plain, layer=layer, kind="h", method=embedding, concept=concept, n=embed_n, seed=seed)
         name = concept.name if concept else None
         fig = embedding_figure(df, concept=name, method=embedding,
                                title=f"{embedding.upper()} of L{layer}.h ({len(df):,} rows)"

@@ -10,7 +10,7 @@ included (a lazy import is still a dependency), and so is
 to the same layer or a lower one:
 
     errors, names, checks, files, runtime -> data -> model -> train -> record
-      -> analysis -> figures -> report -> dashboards -> cli
+      -> sae -> analysis -> figures -> report -> dashboards -> cli
 
 A cycle is reported between package nodes and between modules.
 """
@@ -23,11 +23,13 @@ from pathlib import Path
 
 # Layer of each package node, lowest first; the `probe` package itself (its __version__) is at the bottom.
 LAYERS: list[tuple[str, ...]] = [
-    ("probe", "probe.errors", "probe.names", "probe.checks", "probe.files", "probe.runtime"),
+    ("probe", "probe.errors", "probe.names", "probe.checks", "probe.files", "probe.runtime", "probe.resources",
+     "probe.shipped"),
     ("probe.data",),
     ("probe.model",),
     ("probe.train",),
     ("probe.record",),
+    ("probe.sae",),
     ("probe.analysis",),
     ("probe.figures",),
     ("probe.report",),

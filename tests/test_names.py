@@ -43,3 +43,27 @@ def test_kinds_per_cell_in_pytorch_gate_order():
 def test_units_sort_by_layer_then_kind_then_index():
     names = ["L1.h.2", "L0.h.10", "L0.c.3", "L0.h.9"]
     assert [u.name for u in sorted(map(parse_unit, names))] == ["L0.c.3", "L0.h.9", "L0.h.10", "L1.h.2"]
+
+
+def test_a_feature_in_every_spelling():
+    f = parse_unit(" L2.h.f123 ")
+    assert f == Unit(2, "h.f", 123) and f.name == str(f) == "L2.h.f123" and f.is_feature
+    assert f.array == "L2.h.f" and f.slug == "L2_h_f123" and f.site == Site(2, "h.f")
+    assert f.site.base == Site(2, "h") and Site(2, "h").features == f.site and f.site.label == "L2.h.f"
+    assert parse_unit(f.name) == f and parse_unit(Unit(0, "c.f", 0).name) == Unit(0, "c.f", 0)
+    assert parse_array("L1.c.f") == Site(1, "c.f") and parse_array(Site(1, "c.f").array) == Site(1, "c.f")
+    assert not parse_unit("L2.h.123").is_feature and Site(2, "h").base == Site(2, "h")
+    assert [u.name for u in Site(0, "h.f").units(2)] == ["L0.h.f0", "L0.h.f1"]
+
+
+@pytest.mark.parametrize("bad", ["L2.h.f", "L2.h.f.3", "L2.f.f3", "L2.hf3", "L2.h.f-1", "L2.gates.f.f3"])
+def test_bad_feature_names_are_refused(bad):
+    with pytest.raises(ProbeError, match="bad unit name"):
+        parse_unit(bad)
+
+
+def test_only_states_have_features():
+    with pytest.raises(ProbeError, match="h or c"):
+        Site(0, "f").features
+    with pytest.raises(ProbeError, match="bad array name"):
+        parse_array("L0.f.f")

@@ -128,7 +128,16 @@
     return span && el.contains(span) ? parseInt(span.getAttribute("data-r"), 10) : null;
   }
 
-  function unitName(win, u) { return "L" + win.layer + "." + win.kind + "." + u; }
+  // As probe.names.Unit.name: L1.c.123, and for a feature of an SAE (kind "h.f") L2.h.f123.
+  function unitName(win, u) {
+    var f = /\.f$/.test(win.kind);
+    return "L" + win.layer + "." + win.kind + (f ? "" : ".") + u;
+  }
+
+  // The column of unit u in the payload: u itself, or its place in `cols` when the window holds only some units
+  // (an SAE's features: the window's most active ones); -1 when it is not there (the server sends a new window).
+  function columnOf(win, u) { return win.cols ? win.cols.indexOf(u) : u; }
+  function nUnits(win) { return win.n_units || win.H; }
 
   function showTip(id, ev) {
     var st = views[id];
@@ -136,7 +145,8 @@
     var r = rowOf(ev.target, st.el);
     var t = tip();
     if (r === null) { t.style.display = "none"; return; }
-    var win = st.win, H = win.H, u = st.unit, v = (u !== null) ? st.vals[r * H + u] : NaN;
+    var win = st.win, H = win.H, u = st.unit, j = (u !== null) ? columnOf(win, u) : -1;
+    var v = (j >= 0) ? st.vals[r * H + j] : NaN;
     var ch = win.chars[r], html = '<div class="tip-head">row ' + (win.start + r) + " &nbsp;" +
       esc(JSON.stringify(ch)) + "</div>";
     if (u !== null) html += '<div class="tip-act">' + unitName(win, u) + " = " + v.toPrecision(4) + "</div>";
@@ -180,11 +190,11 @@
     if (id === "text-view") el.addEventListener("mouseup", function () { brush(id); });
   }
 
-  function recolor(st, u) {
+  function recolor(st, c) {
     var win = st.win, H = win.H, vals = st.vals, spans = st.spans, rows = st.rows, L = st.lut;
-    var lo = win.lo[u], span = win.hi[u] - win.lo[u];
+    var lo = win.lo[c], span = win.hi[c] - win.lo[c];
     for (var j = 0; j < spans.length; j++) {
-      var v = vals[rows[j] * H + u], t = span > 0 ? (v - lo) / span : 0.5;
+      var v = vals[rows[j] * H + c], t = span > 0 ? (v - lo) / span : 0.5;
       if (!(t >= 0)) t = 0; else if (t > 1) t = 1;
       var s = spans[j].style;
       s.backgroundColor = L[Math.round(t * (LEVELS - 1))];
@@ -210,13 +220,17 @@
                         unit: null, lut: lut(win.scale)};
       bind(id, el);
       rebuilt = true;
+      var marked = el.querySelector(".mark");  // a place opened from a table: scrolled into view
+      if (marked) el.scrollTop = Math.max(0, marked.offsetTop - el.offsetTop - el.clientHeight / 3);
     }
     var u = (typeof unit === "string" && unit.trim() !== "") ? Number(unit) : unit;
-    if (typeof u !== "number" || !isFinite(u) || Math.floor(u) !== u || u < 0 || u >= win.H) {
-      return [nu, "no unit " + JSON.stringify(unit) + ": units of this layer run from 0 to " + (win.H - 1)];
+    if (typeof u !== "number" || !isFinite(u) || Math.floor(u) !== u || u < 0 || u >= nUnits(win)) {
+      return [nu, "no unit " + JSON.stringify(unit) + ": units of this layer run from 0 to " + (nUnits(win) - 1)];
     }
+    var col = columnOf(win, u);
+    if (col < 0) return [nu, ""];  // a feature this window does not hold: its window is on its way
     var t1 = performance.now();
-    recolor(st, u);
+    recolor(st, col);
     st.unit = u;
     var t2 = performance.now();
     el.setAttribute("data-unit", unitName(win, u));
@@ -224,6 +238,17 @@
     window.probeLastRender = {id: id, unit: unitName(win, u), at: t2, recolorMs: t2 - t1, totalMs: t2 - t0,
                               rebuilt: rebuilt};
     return [{unit: unitName(win, u), recolor_ms: t2 - t1, total_ms: t2 - t0, rebuilt: rebuilt}, ""];
+  }
+
+  // The address names the unit shown (?unit=L2.c.502), so that a reload or a shared link opens it again.
+  function remember(name) {
+    try {
+      var q = new URLSearchParams(window.location.search);
+      if (q.get("unit") === name) return;
+      q.set("unit", name);
+      window.history.replaceState(window.history.state, "", window.location.pathname + "?" + q.toString() +
+                                  window.location.hash);
+    } catch (e) { /* an address that cannot change (a file:// page): nothing to remember */ }
   }
 
   function clickIfThere(id) {
@@ -244,19 +269,20 @@
       renderMain: function (win, unit, topkOn) {
         var out = render("text-view", win, unit, topkOn), info = out[0];
         var name = (info && info.unit) ? info.unit : window.dash_clientside.no_update;
+        if (info && info.unit) remember(info.unit);
         return [info, out[1], name];
       },
       renderLive: function (win, unit, topkOn) { return render("live-view", win, unit, topkOn); },
       stepUnit: function (nNext, nPrev, unit, win) {
         var trig = window.dash_clientside.callback_context.triggered;
-        var H = win ? win.H : null, u = Number(unit);
+        var H = win ? nUnits(win) : null, u = Number(unit);
         if (!H || !trig || !trig.length) return window.dash_clientside.no_update;
         if (!isFinite(u) || Math.floor(u) !== u) u = 0;
         var d = trig[0].prop_id.indexOf("unit-next") === 0 ? 1 : -1;
         return ((u + d) % H + H) % H;
       },
       showPanel: function (tab) {
-        var names = ["find", "brush", "card", "model", "live"];
+        var names = ["atlas", "find", "brush", "card", "model", "live"];  // dashboards/layout.py TABS
         return names.map(function (n) { return {display: n === tab ? "block" : "none"}; });
       }
     }

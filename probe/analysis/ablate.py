@@ -12,6 +12,12 @@ else overall.
 
 Modes: `zero`, `mean` (each unit's mean over the text, of the state that is held: h, or the carried c),
 or a number. Holding follows `probe.model.intervene` (a held c is carried; h is computed from it).
+
+Features of a sparse autoencoder (`sae=`, units named `L2.h.f123`) are removed instead of held: after every
+step the SAE's encoder reads the site's state and each removed feature's decoder contribution z_f W_dec[f]
+is subtracted from it, so the next step and the layers above see the edited state. The null: K random
+features of the same SAE, drawn among those active somewhere on the text (a dead feature's removal
+changes nothing, bit for bit).
 """
 from __future__ import annotations
 
@@ -134,16 +140,18 @@ def parse_mode(mode) -> tuple[str, float | None]:
     return f"value={v:g}", v
 
 
-def _random_sets(groups, H: int, k: int, seed: int) -> list[dict[tuple[int, str], list[int]]]:
-    """K random sets with the targets' layers and kinds, none holding a target unit."""
+def _random_sets(groups, H: int, k: int, seed: int, among: np.ndarray | None = None
+                 ) -> list[dict[tuple[int, str], list[int]]]:
+    """K random sets with the targets' layers and kinds, none holding a target unit (drawn `among` these
+    indices when given, else among all H)."""
     rng = np.random.default_rng(seed)
     sets: list[dict] = [dict() for _ in range(k)]
     for key, idx in groups.items():
         m = len(idx)
-        if k > H - m:
-            raise ParamError("n_random", f"is {k}, but L{key[0]}.{key[1]} has only {H - m} other units to "
+        pool = np.setdiff1d(np.arange(H) if among is None else among, idx)
+        if k > len(pool):
+            raise ParamError("n_random", f"is {k}, but L{key[0]}.{key[1]} has only {len(pool)} other units to "
                                          f"draw random units from")
-        pool = np.setdiff1d(np.arange(H), idx)
         if k * m <= len(pool):  # disjoint sets
             perm = rng.permutation(pool)[:k * m].reshape(k, m)
         else:
@@ -226,11 +234,11 @@ def _means(model, ids: torch.Tensor, groups, keep_input: int | None) -> tuple[di
 
 @torch.no_grad()
 def _held_pass(model, ids: torch.Tensor, holds: list[Hold], streams: int, start: int = 0,
-               inputs: list | None = None) -> np.ndarray:
+               inputs: list | None = None, hooks: dict | None = None) -> np.ndarray:
     """Loss per prediction (streams, n-1) with `holds` in their streams (a stream without holds: clean, by
     the same arithmetic as the others). With `inputs` (layer `start`'s input per chunk of CHUNK symbols,
-    from `_means`) the layers below `start` do not run again."""
-    hooks = hold_hooks(model, holds, streams=streams)
+    from `_means`) the layers below `start` do not run again. `hooks`: step hooks to use instead of holds."""
+    hooks = hold_hooks(model, holds, streams=streams) if hooks is None else hooks
     losses, state = [], None
     n = len(ids)
     for j, a in enumerate(range(0, n - 1, CHUNK)):
@@ -306,11 +314,14 @@ def _top_changes(tt: TextToRecord, delta: np.ndarray, clean: np.ndarray, held: n
 def ablate(checkpoint: Checkpoint | str | Path, units: list[str] | str, text=None, *, mode="mean",
            concept: Concept | str | None = None, n_random: int = 20, part: str = "val", char_range=None,
            max_chars: int | None = None, block: int = 256, n_boot: int = 1000, n_top: int = 20, seed: int = 0,
-           text_source: str | None = None) -> AblationResult:
+           text_source: str | None = None, sae=None) -> AblationResult:
     """Hold `units` at `mode` over `text` (default: the checkpoint's `part` split) and measure Δloss.
 
     units: names like `L2.c.502` (held together, in one stream); n_random: K random sets for the null
     (0: none). Text arguments as `probe.record.recorder.resolve_text`. Returns an AblationResult.
+    sae: an SAE folder (or a loaded SAE, `probe.sae.io.load_sae`) trained on this model: `units` are then its
+    features (`L2.h.f123`), removed together at every step (mode `remove`; `mode` is not used), and the null
+    is K random sets of its features active on the text.
     """
     import time
 
@@ -319,13 +330,15 @@ def ablate(checkpoint: Checkpoint | str | Path, units: list[str] | str, text=Non
     ck = checkpoint if isinstance(checkpoint, Checkpoint) else ckpt_mod.load(checkpoint)
     model = ck.model
     units = [units] if isinstance(units, str) else [str(u) for u in units]
-    groups = _groups(model, units)
-    mode_name, value = parse_mode(mode)
+    loaded = _load_sae(sae, ck) if sae is not None else None
+    groups = _groups(model, units) if loaded is None else _feature_groups(loaded, units)
+    mode_name, value = parse_mode(mode) if loaded is None else ("remove", None)
     n_random = check_int("n_random", n_random, min=0)
     block, n_boot = check_int("block", block, min=2), check_int("n_boot", n_boot, min=100)
     n_top, seed = check_int("n_top", n_top, min=0), check_int("seed", seed)
     concept = as_concept(concept)
-    sets = _random_sets(groups, model.cfg.rnn_size, n_random, seed)
+    # units: the random sets now; features: drawn among those active on the text, once it has run (checked here)
+    sets = _random_sets(groups, model.cfg.rnn_size if loaded is None else loaded.sae.d_sae, n_random, seed)
     tt = resolve_text(ck, text, part=part, char_range=char_range, max_chars=max_chars, text_source=text_source)
     byte_model = ck.vocab.encoding == "byte"
     n = len(tt.ids)
@@ -334,8 +347,23 @@ def ablate(checkpoint: Checkpoint | str | Path, units: list[str] | str, text=Non
     inside = _symbol_labels(concept, tt, byte_model) if concept is not None else None
     ids = torch.as_tensor(tt.ids.astype(np.int64))
 
-    all_sets = [groups] + sets
-    clean, held, values = _run_sets(model, ids, all_sets, value)
+    extra = {"text": tt.info}
+    if loaded is None:
+        all_sets = [groups] + sets
+        clean, held, values = _run_sets(model, ids, all_sets, value)
+    else:
+        active, mean_z = _feature_census(model, ids, loaded)
+        live = np.flatnonzero(active > 0)
+        target = next(iter(groups.values()))
+        enough = len(np.setdiff1d(live, target)) >= n_random
+        sets = _random_sets(groups, len(active), n_random, seed, among=live if enough else None)
+        all_sets = [groups] + sets
+        clean, held = _run_feature_sets(model, ids, all_sets, loaded)
+        site = loaded.site.features
+        values = {site.unit(i).name: float(mean_z[i]) for i in target}
+        extra["sae"] = {"name": str(loaded.name), "site": loaded.site.label, "null": "active" if enough else "all",
+                        "active_features": int(len(live)),
+                        "active_steps": {site.unit(i).name: int(active[i]) for i in target}}
     values = {u: values[u] for u in (unit_name(l, k, i) for (l, k), idx in groups.items() for i in idx)}
 
     deltas = np.full((len(all_sets), n), np.nan, dtype=np.float32)
@@ -364,7 +392,79 @@ def ablate(checkpoint: Checkpoint | str | Path, units: list[str] | str, text=Non
         text=tt.text, symbols=n, base_bits=float(clean.mean()), table=table, delta=deltas[0], inside=inside,
         top=_top_changes(tt, deltas[0], clean, held[0], n_top, byte_model, ck.vocab), rank=c + 1,
         p_value=(c + 1) / (n_random + 1), n_random=n_random, block=block,
-        seconds=time.perf_counter() - t0, text_bytes=tt.raw, extra={"text": tt.info})
+        seconds=time.perf_counter() - t0, text_bytes=tt.raw, extra=extra)
+
+
+# --------------------------------------------------------------------------- removing SAE features
+
+def _load_sae(sae, ck: Checkpoint):
+    """The SAE (a folder or a loaded one), checked to be of a state site of `ck`'s weights."""
+    from probe.sae.features import check_checkpoint
+    from probe.sae.io import load_sae
+    loaded = load_sae(sae) if isinstance(sae, (str, Path)) else sae
+    check_checkpoint(loaded, ck)
+    return loaded
+
+
+def _feature_groups(loaded, units: list[str]) -> dict[tuple[int, str], list[int]]:
+    """{(layer, feature kind): feature indices} of `units`, all features of `loaded`, checked."""
+    from probe.names import parse_unit
+    if not units:
+        raise ParamError("units", "must name at least one feature to remove, e.g. L2.h.f123")
+    site, d = loaded.site.features, int(loaded.sae.W_dec.shape[0])
+    idx: list[int] = []
+    for name in units:
+        try:
+            u = parse_unit(name)
+        except ProbeError:
+            raise ParamError("units", f"{str(name)[:40]!r} is not a feature name: expected e.g. "
+                                      f"{site.unit(0).name}") from None
+        if not u.is_feature:
+            raise ParamError("units", f"{u} is not a feature name: with an SAE, name its features, e.g. "
+                                      f"{site.unit(0).name}")
+        if u.site != site or not 0 <= u.index < d:
+            raise ParamError("units", f"{u}: the SAE {loaded.name} has features {site.unit(0)}..{site.unit(d - 1)}")
+        if u.index in idx:
+            raise ParamError("units", f"{u}: given twice")
+        idx.append(u.index)
+    return {(site.layer, site.kind): idx}
+
+
+@torch.no_grad()
+def _feature_census(model, ids: torch.Tensor, loaded) -> tuple[np.ndarray, np.ndarray]:
+    """Per feature over the text (clean run): the number of steps it is active, and its mean activation."""
+    name = loaded.site.array
+    d = int(loaded.sae.W_dec.shape[0])
+    active, total = torch.zeros(d, dtype=torch.int64), torch.zeros(d, dtype=torch.float64)
+    state = None
+    for a in range(0, len(ids), CHUNK):
+        w = run_with_hooks(model, ids[a:a + CHUNK].view(1, -1), state, cache=[name], stop=loaded.site.layer + 1)
+        z = loaded.sae.encode(w.cache[name][0].float())
+        active += (z > 0).sum(0)
+        total += z.double().sum(0)
+        state = w.state
+    return active.numpy(), (total / len(ids)).numpy()
+
+
+def _run_feature_sets(model, ids: torch.Tensor, sets: list[dict], loaded) -> tuple[np.ndarray, np.ndarray]:
+    """Clean loss (n-1,) and the loss with each of `sets` (features) removed in its own stream (len(sets), n-1):
+    after every step of the SAE's site, rows 1.. lose z_f W_dec[f] for each of their set's features f."""
+    sae = loaded.sae
+    d = int(sae.W_dec.shape[0])
+    mask = torch.zeros(len(sets), d)
+    for s, feature_set in enumerate(sets):
+        for idx in feature_set.values():
+            mask[s, idx] = 1.0
+    w_dec = sae.W_dec.detach().float()
+
+    def hook(state: torch.Tensor, t: int) -> torch.Tensor:
+        with torch.no_grad():
+            z = sae.encode(state[1:])
+            state[1:] -= (z * mask) @ w_dec
+        return state
+
+    losses = _held_pass(model, ids, [], len(sets) + 1, hooks={loaded.site.array: hook})
+    return losses[0], losses[1:]
 
 
 # --------------------------------------------------------------------------- one unit at a time, beside a search

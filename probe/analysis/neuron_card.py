@@ -34,13 +34,15 @@ class NeuronCard:
     promoted: list[tuple[str, float]] = field(default_factory=list)
     suppressed: list[tuple[str, float]] = field(default_factory=list)
     note: str = ""
+    atlas: dict | None = None  # the unit's entry in the recording's atlas (probe.analysis.atlas), when there is one
 
     def to_dict(self) -> dict:
         """Plain JSON types: the card as `probe neuron --json` writes it (quantile keys as strings)."""
         return {"unit": self.unit, "top": self.top, "bottom": self.bottom, "hist_counts": self.hist_counts.tolist(),
                 "hist_edges": self.hist_edges.tolist(), "quantiles": {str(k): v for k, v in self.quantiles.items()},
                 "density": self.density, "mean": self.mean, "std": self.std, "promoted": self.promoted,
-                "suppressed": self.suppressed, "note": self.note}
+                "suppressed": self.suppressed, "note": self.note,
+                "atlas": None if self.atlas is None else {k: v for k, v in self.atlas.items() if k != "contexts"}}
 
 
 def _unit_values(rec: Recording, unit: str, chunk_rows: int = 262144) -> np.ndarray:
@@ -87,8 +89,9 @@ def output_effect(checkpoint: str | Path, rec: Recording, index: int, n: int = 1
 
 
 def neuron_card(rec: Recording, unit: str, *, n_top: int = 20, window: int = 40,
-                checkpoint: str | Path | None = None, bins: int = 50) -> NeuronCard:
-    """Everything about one unit of a recording (see the module docstring)."""
+                checkpoint: str | Path | None = None, bins: int = 50, atlas: bool = True) -> NeuronCard:
+    """Everything about one unit of a recording (see the module docstring); with `atlas`, the unit's entry in
+    the recording's atlas when one was made from it (`probe.analysis.atlas.atlas_for`)."""
     u = rec.check_unit(unit)
     x = _unit_values(rec, u.name)
     finite = np.isfinite(x)
@@ -106,6 +109,10 @@ def neuron_card(rec: Recording, unit: str, *, n_top: int = 20, window: int = 40,
     density = float(np.mean(np.abs(xf) >= 0.5 * peak)) if peak > 0 else 0.0
     card = NeuronCard(unit=u.name, top=top, bottom=bottom, hist_counts=counts, hist_edges=edges, quantiles=q,
                       density=density, mean=float(xf.mean()), std=float(xf.std()), n_rows=rec.n_rows)
+    if atlas:
+        from probe.analysis.atlas import atlas_for
+        found = atlas_for(rec)
+        card.atlas = found.entry(u.name) if found is not None else None
     if u.kind == "h" and u.layer == rec.num_layers - 1:
         meta_ck = rec.meta.get("checkpoint") or {}
         ck = checkpoint or (None if meta_ck.get("untrained") else meta_ck.get("path"))

@@ -73,19 +73,25 @@ class NeuronSearch:
 # --------------------------------------------------------------------------- reading rows from disk
 
 class _RowReader:
-    """Reads row ranges of one recorded array with plain file reads (no growing memory map)."""
+    """Reads row ranges of one recorded array with plain file reads (no growing memory map); an array that
+    is not a file (the lazy features of probe.sae.features) is read by row slices, `rec.array(name)[a:b]`."""
 
     def __init__(self, rec: Recording, name: str):
         m = rec.array(name)
         self.dtype, self.shape = m.dtype, m.shape
-        self.offset = int(getattr(m, "offset", 0))
-        self.row_bytes = int(np.prod(m.shape[1:])) * m.dtype.itemsize
-        self.f = open(rec.path / rec.meta["arrays"][name]["file"], "rb")
+        self.lazy = None if isinstance(m, np.memmap) else m
+        self.f = None
+        if self.lazy is None:
+            self.offset = int(getattr(m, "offset", 0))
+            self.row_bytes = int(np.prod(m.shape[1:])) * m.dtype.itemsize
+            self.f = open(rec.path / rec.meta["arrays"][name]["file"], "rb")
         self.raw: np.ndarray | None = None
 
     def read_raw(self, start: int, stop: int) -> np.ndarray:
         """Rows [start, stop) in the array's own dtype (a reused buffer: valid until the next read)."""
         n = stop - start
+        if self.lazy is not None:
+            return np.asarray(self.lazy[start:stop])
         if self.raw is None or self.raw.shape[0] < n:
             self.raw = np.empty((n,) + self.shape[1:], dtype=self.dtype)
         raw = self.raw[:n]
@@ -110,7 +116,8 @@ class _RowReader:
         return self.read(start, stop, scratch), np.zeros((0, raw.shape[1]), np.uint16), False
 
     def close(self) -> None:
-        self.f.close()
+        if self.f is not None:
+            self.f.close()
 
 
 def sample_runs(start: int, stop: int, max_rows: int = SAMPLE_ROWS, n_runs: int = 64) -> list[tuple[int, int]]:
@@ -355,10 +362,13 @@ def _resolve_arrays(rec: Recording, kinds, layers) -> list[tuple[int, str]]:
         if k not in have:
             raise ProbeError(f"the recording {rec.path} has no {k!r} arrays (it holds {', '.join(have)}"
                              f"{'; record with gates to get i f g o / r z n' if k in 'ifgorzn' else ''})")
-    layers = list(range(rec.num_layers)) if layers is None else [int(l) for l in layers]
+    have_layers = list(getattr(rec, "layers", range(rec.num_layers)))  # a FeatureRecording: the SAE's layer
+    layers = have_layers if layers is None else [int(l) for l in layers]
     for l in layers:
         if not 0 <= l < rec.num_layers:
             raise ProbeError(f"no layer {l}: the model has layers 0..{rec.num_layers - 1}")
+        if l not in have_layers:
+            raise ProbeError(f"no layer {l} in {rec.path}: it holds layers {', '.join(map(str, have_layers))} only")
     if not kinds or not layers:
         raise ParamError("kinds", "no units to search (empty {kinds} or {layers})", advice=True, others=("layers",))
     return [(l, k) for l in layers for k in kinds]
@@ -397,6 +407,7 @@ def find_neurons(rec: Recording, concept: Concept | str, *, kinds: list[str] | N
     from probe.runtime.memory import check_fits  # permuted labels and sums grow with n_perm: refuse before trying
     check_fits(n_perm * (len(sites) * rec.hidden_size * 8 + min(chunk_rows, rec.n_rows) * 12 + 300),
                f"permutations over {len(sites) * rec.hidden_size:,} units", "lower it", param="n_perm", value=n_perm)
+    chunk_rows = min(chunk_rows, max(1024, (1 << 24) // rec.hidden_size))  # (H, rows) buffers: 64 MB at most
     lab = _labels(rec, concept, select_frac)
     permuter = _Permuter(len(lab.y_rep), n_perm, n_blocks, seed)
     readers = {s.array: _RowReader(rec, s.array) for s in sites}

@@ -8,13 +8,13 @@ import lzma
 from dataclasses import dataclass
 from pathlib import Path
 
+from probe import resources
 from probe.errors import ProbeError
 
-DATA_DIR = Path(__file__).resolve().parents[2] / "data"
-BUNDLED = {
-    "wiki": DATA_DIR / "enwiki-sample.xml.bz2",
-    "shakespeare": DATA_DIR / "tinyshakespeare.txt.bz2",
-}
+BUNDLED_FILES = {"wiki": "enwiki-sample.xml.bz2", "shakespeare": "tinyshakespeare.txt.bz2"}
+# name -> the file inside this installation (probe.resources: package data, or a checkout's data/)
+BUNDLED = {name: (resources.corpora_dir() or Path(resources.CORPUS_PREFIX)) / file
+           for name, file in BUNDLED_FILES.items()}
 # Why these defaults: Tiny Shakespeare is pure ASCII (65 symbols), so `char` is
 # exact and readable. The Wikipedia sample has 866 distinct characters, 613 of
 # them seen fewer than 10 times: `byte` keeps every one of them (no <unk>), so
@@ -24,8 +24,8 @@ DEFAULT_VOCAB = {"wiki": "byte", "shakespeare": "char"}
 
 def resolve(path_or_name: str) -> Path:
     """A bundled corpus name (`wiki`, `shakespeare`) or a path to an existing file."""
-    if path_or_name in BUNDLED:
-        return BUNDLED[path_or_name]
+    if path_or_name in BUNDLED_FILES:
+        return resources.corpus_path(BUNDLED_FILES[path_or_name])
     p = Path(path_or_name)
     if not p.exists():
         raise ProbeError(f"no such file: {path_or_name} (bundled corpora: {', '.join(BUNDLED)})")
@@ -49,17 +49,25 @@ def sha256(data: bytes) -> str:
 
 
 def portable_path(path: Path) -> str:
-    """Path relative to the repository when the file lies inside it (so shipped models move)."""
-    try:
-        return str(path.resolve().relative_to(DATA_DIR.parent))
-    except ValueError:
-        return str(path.resolve())
+    """`data/<file>` for a bundled corpus (found again in any installation), else the absolute path."""
+    path = Path(path).resolve()
+    folder = resources.corpora_dir()
+    if folder is not None and path.parent == folder.resolve():
+        return resources.CORPUS_PREFIX + path.name
+    return str(path)
 
 
 def locate(stored: str) -> Path:
-    """Inverse of `portable_path`."""
+    """Inverse of `portable_path`: `data/<file>` is the bundled corpus of this installation."""
     p = Path(stored)
-    return p if p.is_absolute() else DATA_DIR.parent / p
+    if p.is_absolute():
+        return p
+    if stored.startswith(resources.CORPUS_PREFIX) and "/" not in stored[len(resources.CORPUS_PREFIX):]:
+        folder = resources.corpora_dir()
+        if folder is not None:
+            return folder / stored[len(resources.CORPUS_PREFIX):]
+    root = resources.source_root()  # another path stored relative to a checkout (older checkpoints)
+    return root / p if root is not None else p
 
 
 def read_training_corpus(data: dict) -> tuple[Path, bytes]:

@@ -22,17 +22,17 @@ import math
 import os
 import re
 import shutil
-import socket
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-import psutil
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from probe import files as _files, resources
 from probe.errors import ProbeError
+from probe.files import HOST as _HOST, Owner, start_time as _start_time, temp_name  # noqa: F401 (re-exported)
 from probe.model.charrnn import CELLS, CharRNN, ModelConfig
 from probe.data.vocab import Vocab
 
@@ -61,74 +61,21 @@ def write_json(path: Path, obj) -> None:
 
 
 # --------------------------------------------------------------------------- temporary folders and their owners
+# Owner, temp_name and the leftovers of dead processes live in probe.files (recordings use them too);
+# the names below stay importable from here, and a checkpoint's temporary folders are of kinds tmp and old.
 
-_HOST = re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname())[:64] or "host"
 LEFTOVER = re.compile(r"^\.(?P<dest>.+)\.(?P<kind>tmp|old)-(?P<pid>\d+)(?:-(?P<start>\d+)-(?P<host>.+))?$")
-
-
-@dataclass(frozen=True)
-class Owner:
-    """The process that wrote a temporary folder: pid, start time (whole seconds) and host."""
-    pid: int
-    start: int | None = None  # None in the names of older probe versions: the pid alone is checked
-    host: str | None = None
-
-    @classmethod
-    def current(cls) -> "Owner":
-        return cls(os.getpid(), _start_time(os.getpid()), _HOST)
-
-    def running(self) -> bool:
-        """Whether the owner may still be writing: alive (the same process, not a reused pid) or unknown."""
-        if self.host is not None and self.host != _HOST:
-            return True  # another machine's process: its liveness cannot be known here
-        if self.pid == os.getpid():
-            return False  # this process: its earlier saves are over
-        try:
-            proc = psutil.Process(self.pid)
-            if proc.status() == psutil.STATUS_ZOMBIE:
-                return False
-            return self.start is None or abs(int(proc.create_time()) - self.start) <= 1
-        except psutil.NoSuchProcess:
-            return False
-        except (psutil.Error, OSError):
-            return True
-
-
-def _start_time(pid: int) -> int:
-    return int(psutil.Process(pid).create_time())
-
-
-def temp_name(dest: str, kind: str, owner: Owner | None = None) -> str:
-    """The hidden name of `dest`'s temporary folder: kind `tmp` (being written) or `old` (being replaced)."""
-    o = owner or Owner.current()
-    tail = f"-{o.start}-{o.host}" if o.start is not None and o.host is not None else ""
-    return f".{dest}.{kind}-{o.pid}{tail}"
+_KINDS_OF_SAVES = ("tmp", "old")
 
 
 def leftovers(run: Path, dest: str) -> list[tuple[Path, Owner]]:
     """The temporary folders of `dest` in `run` (new ones `tmp` first, then `old`), with their owners."""
-    try:
-        entries = sorted(Path(run).iterdir())
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-    found = []
-    for p in entries:
-        m = LEFTOVER.match(p.name)
-        if m and m["dest"] == dest and p.is_dir():
-            owner = Owner(int(m["pid"]), int(m["start"]) if m["start"] else None, m["host"])
-            found.append((m["kind"] != "tmp", p, owner))
-    return [(p, o) for _, p, o in sorted(found, key=lambda t: (t[0], t[1].name))]
+    return _files.leftovers(run, dest, _KINDS_OF_SAVES)
 
 
 def clean_leftovers(run: Path, dests=NAMES) -> list[str]:
     """Delete the temporary folders of `dests` whose owner no longer runs; the names deleted."""
-    gone = []
-    for dest in dests:
-        for p, owner in leftovers(run, dest):
-            if not owner.running():
-                shutil.rmtree(p, ignore_errors=True)
-                gone.append(p.name)
-    return gone
+    return _files.clean_leftovers(run, dests, _KINDS_OF_SAVES)
 
 
 def candidates(run: Path, dest: str) -> list[Path]:
@@ -212,10 +159,15 @@ def _plain_state_dict(model) -> dict:
 
 def resolve(path: str | Path, which: str = "best") -> Path:
     """A checkpoint folder, or a run folder (then its `best/`, else `latest/`, else the newest complete
-    checkpoint left in the temporary folders of a killed save)."""
+    checkpoint left in the temporary folders of a killed save), or the name of a shipped model (`wiki`,
+    `shakespeare`: see probe.resources); an existing folder of that name wins over the shipped model."""
     p = Path(path)
     if not p.exists():
-        raise ProbeError(f"no such checkpoint: {path}")
+        shipped = resources.shipped_model_path(str(path)) if str(path) == p.name else None
+        if shipped is not None:
+            return shipped
+        names = resources.shipped_models()
+        raise ProbeError(f"no such checkpoint: {path}" + (f" (shipped models: {', '.join(names)})" if names else ""))
     if (p / "checkpoint.json").exists():
         return p
     order = [which, "latest" if which == "best" else "best"]

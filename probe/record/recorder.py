@@ -51,10 +51,11 @@ from probe.errors import ProbeError
 from probe.model.charrnn import CharRNN, ModelConfig
 from probe.model.hooks import fused_layer, run_with_hooks
 from probe.names import GATES, STATES
+from probe.names import kinds as cell_kinds
 from probe.record.onednn_gates import disable as disable_onednn_gates
 from probe.record.onednn_gates import lstm_layer_with_gates
 from probe.record.recording import (NpyWriter, Recording, RecordingWriter, array_name, char_of_row_for_bytes,
-                             decode_bytes)
+                                    DiskPlan, clean_partials, decode_bytes, npy_bytes)
 from probe.data.vocab import Vocab, decode_utf8
 
 LN2 = math.log(2.0)
@@ -163,9 +164,9 @@ def resolve_text(ck: Checkpoint, text=None, part: str = "val", char_range=None, 
 
 def unknown_chars(vocab: Vocab, tt: TextToRecord, most: int = 10) -> dict:
     """How many characters a char vocabulary read as <unk>, and the most common of them."""
-    if vocab.encoding == "byte":
+    if vocab.encoding == "byte" or vocab.unk is None:  # no <unk> id: encoding refuses unknown characters
         return {"count": 0, "most_common": []}
-    mask = tt.ids == 0
+    mask = tt.ids == vocab.unk
     count = int(mask.sum())
     if not count:
         return {"count": 0, "most_common": []}
@@ -205,13 +206,20 @@ def _lstm_with_gates(l: int, layer: torch.nn.Module, inp: torch.Tensor, state) -
 class _Engine:
     """Computes every recorded array of one chunk, layer by layer, and hands each block to `emit`."""
 
-    def __init__(self, model: CharRNN, gates: bool = True, topk: int = 5, predictions: bool = True):
+    def __init__(self, model: CharRNN, gates: bool = True, topk: int = 5, predictions: bool = True,
+                 wanted: set[str] | None = None):
         self.model = model
         self.kind = model.cfg.model
         self.H = model.cfg.rnn_size
         self.gates = gates and self.kind != "rnn"
         self.topk = min(int(topk), model.cfg.vocab_size)
         self.predictions = predictions
+        # per layer: whether its c and gates are computed at all (`wanted`: the arrays kept; None: all).
+        # Skipping a layer changes nothing in the others: the walk (and so every h) is the same.
+        beyond_h = ("c",) + GATES[self.kind]
+        self.layer_needed = [self.kind != "rnn" and (wanted is None or
+                                                     any(array_name(l, k) in wanted for k in beyond_h))
+                             for l in range(len(model.layers))]
         self.seq_names = ["embed"] + [array_name(l, "h") for l in range(len(model.layers))]
         self.weights = []
         with torch.no_grad():
@@ -265,6 +273,8 @@ class _Engine:
         for l in range(len(self.model.layers)):
             inp, out = seqs[l], seqs[l + 1]
             emit(array_name(l, "h"), out)
+            if not self.layer_needed[l]:
+                continue
             h0 = (state[l][0] if self.kind == "lstm" else state[l])[0]  # (S, H)
             def h_prev() -> torch.Tensor:  # h_{t-1} for every step of the chunk
                 return torch.cat([h0.unsqueeze(1), out[:, :-1]], dim=1)
@@ -308,23 +318,55 @@ class _Engine:
             emit("loss_bits", torch.where(t >= 0, loss, torch.full_like(loss, float("nan"))))
 
 
-def array_specs(cfg: ModelConfig, gates: bool, topk: int, float32: bool) -> dict[str, tuple[tuple, np.dtype]]:
-    """name -> (shape after the row axis, dtype) of every array a recording of this model holds."""
+def array_specs(cfg: ModelConfig, gates: bool, topk: int, float32: bool, *, layers: list[int] | None = None,
+                kinds: list[str] | None = None) -> dict[str, tuple[tuple, np.dtype]]:
+    """name -> (shape after the row axis, dtype) of every array a recording of this model holds
+    (`layers`, `kinds`: only these, as `selection` resolves them; default all, gates with `gates`)."""
     H, small = cfg.rnn_size, np.dtype(np.float32 if float32 else np.float16)
+    layers, kinds = selection(cfg, gates, layers, kinds)
     specs: dict[str, tuple[tuple, np.dtype]] = {}
-    for l in range(cfg.num_layers):
-        specs[array_name(l, "h")] = ((H,), small)
-        if cfg.model == "lstm":
-            specs[array_name(l, "c")] = ((H,), np.dtype(np.float32))  # long-memory units grow past float16's 65,504
-        if gates:
-            for g in GATES[cfg.model]:
-                specs[array_name(l, g)] = ((H,), small)
+    for l in layers:
+        for k in kinds:  # c: float32, long-memory units grow past float16's 65,504
+            specs[array_name(l, k)] = ((H,), np.dtype(np.float32) if k == "c" else small)
     k = min(int(topk), cfg.vocab_size)
     if k > 0:
         specs["topk_ids"] = ((k,), np.dtype(np.int16 if cfg.vocab_size < 2 ** 15 else np.int32))
         specs["topk_probs"] = ((k,), small)
     specs["loss_bits"] = ((), np.dtype(np.float32))
     return specs
+
+
+def selection(cfg: ModelConfig, gates: bool, layers: list[int] | None = None, kinds: list[str] | None = None
+              ) -> tuple[list[int], list[str]]:
+    """The layers and kinds a recording holds, checked and in the model's order: all layers by default, and
+    every kind of the cell (its gates only with `gates`). ParamError naming `layers` or `kinds` otherwise."""
+    cell, n = cfg.model, cfg.num_layers
+    if layers is None:
+        layers = list(range(n))
+    else:
+        if isinstance(layers, (str, bytes)) or not hasattr(layers, "__iter__"):
+            raise ParamError("layers", f"must be a list of layer numbers, not {layers!r}")
+        layers = sorted({check_int("layers", l) for l in layers})
+        for l in layers:
+            if not 0 <= l < n:
+                raise ParamError("layers", f"names layer {l}, but the model has layers 0..{n - 1}")
+        if not layers:
+            raise ParamError("layers", "is empty: name at least one layer")
+    has = cell_kinds(cell, gates=True)
+    if kinds is None:
+        return layers, list(cell_kinds(cell, gates=gates))
+    if isinstance(kinds, str) or not hasattr(kinds, "__iter__"):
+        raise ParamError("kinds", f"must be a list of kinds (e.g. ['h', 'c']), not {kinds!r}")
+    kinds = [str(k).strip() for k in kinds]
+    for k in kinds:
+        if k not in has:
+            raise ParamError("kinds", f"{k!r} is not a kind of this {cell.upper()} (it has {', '.join(has)})")
+    gate_kinds = [k for k in kinds if k in GATES[cell]]
+    if gate_kinds and not gates:
+        raise ParamError("kinds", f"names gates ({', '.join(gate_kinds)}), but gates=False records none")
+    if not kinds:
+        raise ParamError("kinds", "is empty: name at least one kind")
+    return layers, [k for k in has if k in kinds]
 
 
 def _to_numpy(block, dtype: np.dtype) -> np.ndarray:
@@ -488,8 +530,11 @@ def _recorded_with(out: Path) -> dict | None:
     """What an existing complete recording at `out` was made from (the keys `record` compares for reuse)."""
     try:
         meta = json.loads((out / "meta.json").read_text())
+        mc = meta["model_config"]
+        every = cell_kinds(mc["model"], gates=bool(meta["gates"]))  # recordings before layers/kinds held them all
         return {"weights": meta["checkpoint"]["sha256"], "untrained": bool(meta["checkpoint"].get("untrained")),
                 "text": meta["text"]["sha256"], "n_rows": meta["n_rows"], "gates": meta["gates"],
+                "layers": meta.get("layers", list(range(mc["num_layers"]))), "kinds": meta.get("kinds", list(every)),
                 "topk": meta["topk"], "dtype": meta["dtype"], "streams": meta["streams"]}
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -518,16 +563,22 @@ def record(source: Checkpoint | str | Path, text=None, out: str | Path = "record
            char_range: tuple[int | None, int | None] | None = None, max_chars: int | None = None,
            gates: bool = True, topk: int = 5, dtype: str = "compact", chunk_size: int = CHUNK_ROWS, streams: int = 1,
            warmup: int = 300, overwrite: bool = False, untrained: bool = False, progress: bool = False,
-           text_source: str | None = None, reuse: bool = False) -> Recording:
+           text_source: str | None = None, reuse: bool = False, layers: list[int] | None = None,
+           kinds: list[str] | None = None, on_start: Callable[["DiskPlan"], None] | None = None) -> Recording:
     """Record every state of a model over a text into the folder `out`; returns the opened Recording.
 
     source: a run/checkpoint folder or a loaded Checkpoint. text: None (the checkpoint's own split `part`),
     a str/bytes, or a file path (pathlib.Path). `char_range` (start, stop) and `max_chars` count symbols
     (characters; bytes for byte models). dtype "compact": h and gates float16, c float32; "float32": all float32.
+    `layers` (e.g. [0, 2]) and `kinds` (e.g. ["h", "c"]): record only these (default: every layer, every
+    kind; gates with `gates`); each array is bit for bit the one a full recording holds.
     `streams` > 1 is faster but not exact: the deviation from one exact pass, over every row after the
     first stream, goes into meta.json (`probe.record.deviation`).
     `reuse`: if `out` already holds a complete recording of these weights over this text with these
     options, open and return it as it is; otherwise record (replacing `out`).
+    Before writing, the hidden folders of recordings killed part-way in `out`'s parent are deleted (those of
+    processes that no longer run), the disk is checked for the bytes the recording takes (ProbeError if it
+    lacks them), and `on_start` gets that `DiskPlan`.
     """
     t_start = time.perf_counter()
     check_choice("dtype", dtype, ("compact", "float32"))
@@ -536,30 +587,37 @@ def record(source: Checkpoint | str | Path, text=None, out: str | Path = "record
     if out.exists() and not overwrite and not reuse:
         raise ParamError("overwrite", f"{out} already exists; pass {{overwrite=True}} to replace it", advice=True)
     ck, weights_sha, tt = _read_inputs(source, text, part, char_range, max_chars, untrained, text_source)
+    model, cfg = ck.model, ck.model.cfg
+    layers, kinds = selection(cfg, gates, layers, kinds)
     if reuse:
-        if weights_sha is not None and _recorded_with(out) == _options(ck, tt, weights_sha, untrained, gates, topk,
-                                                                       dtype, streams):
+        if weights_sha is not None and _recorded_with(out) == _options(ck, tt, weights_sha, untrained, layers, kinds,
+                                                                       topk, dtype, streams):
             kept = Recording.open(out)
             kept.reused = True
             return kept
         overwrite = True
-    model, cfg = ck.model, ck.model.cfg
-    specs = array_specs(cfg, gates, topk, float32=(dtype == "float32"))
+    specs = array_specs(cfg, gates, topk, float32=(dtype == "float32"), layers=layers, kinds=kinds)
     plan = StreamPlan.of(len(tt.ids), streams, warmup)
     check_chunk_memory(cfg, specs, int(chunk_size), plan.rows)
+    cleaned = clean_partials(out.parent)
+    disk = disk_plan(out, specs, tt, ck.vocab, cleaned)
+    disk.check()
+    if on_start is not None:
+        on_start(disk)
     writer = RecordingWriter(out, overwrite=overwrite)
     was_training = model.training
     model.eval()
     try:
         arrays = {name: writer.array(name, (plan.rows,) + shape, dt) for name, (shape, dt) in specs.items()}
         t_loop = time.perf_counter()
-        final = _run_chunks(_Engine(model, gates, topk), tt, arrays, plan, chunk_size, progress)
+        final = _run_chunks(_Engine(model, gates, topk, wanted=set(specs)), tt, arrays, plan, chunk_size, progress)
         t_deviation = time.perf_counter()
         deviation = _measure_deviation(model, tt.ids, plan, final, arrays, chunk_size)
         timing = {"loop": t_deviation - t_loop, "deviation": time.perf_counter() - t_deviation}
         _write_text_and_ids(writer, tt, ck.vocab)
         timing["total"] = time.perf_counter() - t_start
-        writer.finish(_meta(ck, tt, weights_sha, untrained, gates, topk, dtype, plan, chunk_size, deviation, timing))
+        writer.finish(_meta(ck, tt, weights_sha, untrained, layers, kinds, topk, dtype, plan, chunk_size, deviation,
+                            timing))
     except OSError as e:
         writer.abort()
         what = e.strerror or str(e)
@@ -583,11 +641,12 @@ def _read_inputs(source, text, part, char_range, max_chars, untrained: bool, tex
     return ck, weights_sha, resolve_text(ck, text, part, char_range, max_chars, text_source)
 
 
-def _options(ck: Checkpoint, tt: TextToRecord, weights_sha: str | None, untrained: bool, gates: bool, topk: int,
-             dtype: str, streams: int) -> dict:
+def _options(ck: Checkpoint, tt: TextToRecord, weights_sha: str | None, untrained: bool, layers: list[int],
+             kinds: list[str], topk: int, dtype: str, streams: int) -> dict:
     """What a recording is made from, as `_recorded_with` reads it back (for `reuse`)."""
     return {"weights": weights_sha, "untrained": bool(untrained), "text": tt.info["sha256"],
-            "n_rows": len(tt.ids), "gates": bool(gates and ck.model.cfg.model != "rnn"),
+            "n_rows": len(tt.ids), "gates": any(k in GATES[ck.model.cfg.model] for k in kinds),
+            "layers": list(layers), "kinds": list(kinds),
             "topk": min(int(topk), ck.model.cfg.vocab_size), "dtype": dtype,
             "streams": max(1, min(int(streams), len(tt.ids)))}
 
@@ -634,11 +693,28 @@ def _measure_deviation(model: CharRNN, ids: np.ndarray, plan: StreamPlan, final:
                 "method": "one stream over the whole text, state carried from the first symbol"}
     recorded = {}
     for name in deviation_names(model.cfg):
-        arrays[name].f.flush()
-        recorded[name] = np.load(arrays[name].path, mmap_mode="r")
-    plain = _Engine(model, gates=False, topk=0, predictions=False)
+        if name in arrays:  # a recording of some layers or kinds: the states it holds
+            arrays[name].f.flush()
+            recorded[name] = np.load(arrays[name].path, mmap_mode="r")
+    if not recorded:
+        return {"exact": False, "measured": False,
+                "method": "not measured: the recording holds no h or c to compare with one exact pass"}
+    plain = _Engine(model, gates=False, topk=0, predictions=False, wanted=set(recorded))
     return stream_deviation.measure(plain, ids, plan.length, final, recorded,
                                     warmup=min(plan.warmup, plan.length), chunk_size=chunk_size)
+
+
+def disk_plan(out: Path, specs: dict[str, tuple[tuple, np.dtype]], tt: TextToRecord, vocab: Vocab,
+              cleaned: list[str] | None = None) -> DiskPlan:
+    """The bytes of every file the recording of `tt` with these arrays writes (as `_write_text_and_ids` and
+    `RecordingWriter` write them; meta.json aside), and the free space where `out` goes."""
+    n = len(tt.ids)
+    files = {f"{name}.npy": npy_bytes((n,) + shape, dt) for name, (shape, dt) in specs.items()}
+    files["ids.npy"] = npy_bytes((n,), np.int32)
+    if vocab.encoding == "byte":
+        files["char_of_row.npy"] = npy_bytes((n,), np.int64)
+    files["text.txt"] = len(tt.text.encode("utf-8"))
+    return DiskPlan.at(out, n, files, cleaned)
 
 
 def _write_text_and_ids(writer: RecordingWriter, tt: TextToRecord, vocab: Vocab) -> None:
@@ -648,8 +724,9 @@ def _write_text_and_ids(writer: RecordingWriter, tt: TextToRecord, vocab: Vocab)
     writer.write_text(tt.text)
 
 
-def _meta(ck: Checkpoint, tt: TextToRecord, weights_sha: str | None, untrained: bool, gates: bool, topk: int,
-          dtype: str, plan: StreamPlan, chunk_size: int, deviation: dict, timing: dict[str, float]) -> dict:
+def _meta(ck: Checkpoint, tt: TextToRecord, weights_sha: str | None, untrained: bool, layers: list[int],
+          kinds: list[str], topk: int, dtype: str, plan: StreamPlan, chunk_size: int, deviation: dict,
+          timing: dict[str, float]) -> dict:
     """meta.json of a finished recording (the writer adds the format and the arrays)."""
     cfg, seconds = ck.model.cfg, timing["total"]
     return {
@@ -661,7 +738,9 @@ def _meta(ck: Checkpoint, tt: TextToRecord, weights_sha: str | None, untrained: 
                        **({"untrained_seed": 0} if untrained else {})},
         "text": tt.info,
         "unknown_chars": unknown_chars(ck.vocab, tt),
-        "gates": bool(gates and cfg.model != "rnn"),
+        "gates": any(k in GATES[cfg.model] for k in kinds),
+        "layers": list(layers),  # the layers and kinds recorded (all of them unless `record` was given a subset)
+        "kinds": list(kinds),
         "topk": min(int(topk), cfg.vocab_size),
         "dtype": dtype,
         "streams": plan.streams,

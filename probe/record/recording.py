@@ -19,9 +19,12 @@ Row r holds the state after reading symbol r; its top-k predict symbol r+1.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import math
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -30,11 +33,14 @@ import numpy as np
 from probe.data.vocab import Vocab
 from probe.checks import ParamError
 from probe.errors import ProbeError
+from probe.files import Owner, clean_leftovers, decimal_bytes, free_bytes, temp_name
 from probe.record.validate import check_recording, check_text
 from probe.names import Unit, array_name, kinds, parse_unit  # noqa: F401 (Unit, parse_unit: re-exported)
 
 FORMAT = "probe-recording"
 VERSION = 1
+PARTIAL = "partial"  # `.NAME.partial-<pid>-<start>-<host>`: a recording being written (probe.files.temp_name)
+REPLACED = "replaced"  # `.NAME.replaced-…`: the recording it replaces, for the moment between two renames
 
 
 # --------------------------------------------------------------------------- text <-> rows
@@ -116,12 +122,68 @@ class NpyWriter:
             raise ValueError(f"{self.path.name}: wrote {self.rows_written} rows of {self.shape[0]}")
 
 
+def npy_bytes(shape: tuple, dtype) -> int:
+    """The size of the .npy file `NpyWriter` writes for this shape and dtype: its header and the data."""
+    head = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        head, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": tuple(shape)})
+    return head.tell() + math.prod(shape) * np.dtype(dtype).itemsize
+
+
+META_ROOM = 1 << 20  # kept free beyond the files for meta.json (written last; a few KB)
+
+
+@dataclass(frozen=True)
+class DiskPlan:
+    """What a recording will write before it starts: the bytes of each file, and the space there is."""
+
+    out: Path
+    rows: int
+    files: dict[str, int]  # file name -> bytes (meta.json aside: a few KB)
+    free: int  # bytes free for this user on the disk that will hold `out`
+    disk: Path  # the existing folder `free` was measured at
+    cleaned: tuple[str, ...] = ()  # hidden folders of recordings killed part-way, deleted before (probe.files)
+
+    @classmethod
+    def at(cls, out: str | Path, rows: int, files: dict[str, int], cleaned=None) -> "DiskPlan":
+        free, disk = free_bytes(Path(out).parent)
+        return cls(Path(out), int(rows), dict(files), free, disk, tuple(cleaned or ()))
+
+    @property
+    def total(self) -> int:
+        """Bytes of every file (meta.json aside)."""
+        return sum(self.files.values())
+
+    def describe(self) -> str:
+        """'recording 304,487 rows: 6.6 GB in recordings/wiki-val'."""
+        return f"recording {self.rows:,} rows: {decimal_bytes(self.total)} in {self.out}"
+
+    def check(self) -> None:
+        """ParamError (one line) when the disk lacks the space: nothing is written then."""
+        if self.total + META_ROOM > self.free:
+            raise ParamError("layers", f"not enough disk for the recording {self.out}: it takes "
+                             f"{decimal_bytes(self.total)} ({self.total:,} bytes), {self.disk} has "
+                             f"{decimal_bytes(self.free)} free; free some space, or record fewer arrays "
+                             f"({{layers}}, {{kinds}}) or less text", advice=True, others=("kinds",))
+
+    def to_dict(self) -> dict:
+        return {"out": str(self.out), "rows": self.rows, "bytes": self.total, "files": dict(self.files),
+                "free": self.free, "disk": str(self.disk), "cleaned": list(self.cleaned)}
+
+
+def clean_partials(parent: str | Path) -> list[str]:
+    """Delete the hidden folders that recordings killed part-way left in `parent` (`.NAME.partial-…`,
+    `.NAME.replaced-…`), of processes that no longer run only; the names deleted."""
+    return clean_leftovers(parent, None, (PARTIAL, REPLACED), keep_own=True)
+
+
 class RecordingWriter:
     """Builds a recording in a temporary folder; `finish()` writes meta.json last and moves it in place.
 
     Until `finish()`, the destination does not exist (or still holds the old
     recording, with overwrite=True): an interrupted recording is never taken for
-    a complete one.
+    a complete one. The temporary folder is `.NAME.partial-<pid>-<start>-<host>` beside it: after a
+    kill, `clean_partials` (run by the next `record` into the same folder) knows whose it was.
     """
 
     def __init__(self, out: str | Path, overwrite: bool = False):
@@ -134,7 +196,8 @@ class RecordingWriter:
             self.out.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise ProbeError(f"cannot create {self.out.parent}: {e.strerror}") from None
-        self.tmp = self.out.with_name(f".{self.out.name}.partial-{os.getpid()}")
+        self.owner = Owner.current()
+        self.tmp = self.out.with_name(temp_name(self.out.name, PARTIAL, self.owner))
         shutil.rmtree(self.tmp, ignore_errors=True)
         try:
             self.tmp.mkdir()
@@ -163,7 +226,7 @@ class RecordingWriter:
             json.dump(meta, f, indent=1, ensure_ascii=False)
             f.flush()
             os.fsync(f.fileno())
-        old = self.out.with_name(f".{self.out.name}.old-{os.getpid()}")
+        old = self.out.with_name(temp_name(self.out.name, REPLACED, self.owner))
         if self.out.exists():
             os.replace(self.out, old)
         os.replace(self.tmp, self.out)
@@ -236,13 +299,21 @@ class Recording:
         return int(self.meta["model_config"]["rnn_size"])
 
     @property
+    def layers(self) -> list[int]:
+        """Recorded layers, e.g. [0, 1, 2] ([0, 2] for a recording of some layers only)."""
+        arrays = self.meta["arrays"]
+        return [l for l in range(self.num_layers) if any(array_name(l, k) in arrays for k in kinds(self.cell))]
+
+    @property
     def kinds(self) -> list[str]:
-        """Recorded kinds, e.g. ['h', 'c', 'i', 'f', 'g', 'o']."""
-        return [k for k in kinds(self.cell) if array_name(0, k) in self.meta["arrays"]]
+        """Recorded kinds, e.g. ['h', 'c', 'i', 'f', 'g', 'o'] (['h', 'c'] for a recording of some kinds only)."""
+        arrays = self.meta["arrays"]
+        return [k for k in kinds(self.cell) if any(array_name(l, k) in arrays for l in range(self.num_layers))]
 
     def arrays_for(self, kinds: list[str] | None = None) -> list[str]:
+        """The array names of these kinds (default: all recorded) in every recorded layer."""
         kinds = self.kinds if kinds is None else kinds
-        return [array_name(l, k) for l in range(self.num_layers) for k in kinds]
+        return [array_name(l, k) for l in self.layers for k in kinds]
 
     def has(self, name: str) -> bool:
         return name in self.meta["arrays"]
@@ -261,10 +332,14 @@ class Recording:
         u = parse_unit(unit) if isinstance(unit, str) else unit
         if not 0 <= u.layer < self.num_layers:
             raise ProbeError(f"no unit {u}: the model has layers L0..L{self.num_layers - 1}")
+        if u.layer not in self.layers:
+            raise ProbeError(f"no unit {u}: this recording holds layers {', '.join(map(str, self.layers))} only")
         if u.kind not in self.kinds:
             raise ProbeError(f"no unit {u}: this recording holds kinds {', '.join(self.kinds)}")
         if not 0 <= u.index < self.hidden_size:
             raise ProbeError(f"no unit {u}: units run from 0 to {self.hidden_size - 1}")
+        if u.array not in self.meta["arrays"]:
+            raise ProbeError(f"no unit {u}: this recording has no {u.array}")
         return u
 
     def _rows(self, start: int | None, stop: int | None) -> slice:
@@ -300,8 +375,9 @@ class Recording:
             yield s, e, {n: np.asarray(self.array(n)[s:e], dtype=np.float32) for n in names}
 
     def all_units(self, kinds: list[str] | None = None) -> list[Unit]:
+        """Every unit of these kinds (default: all recorded) in every recorded layer."""
         kinds = self.kinds if kinds is None else kinds
-        return [Unit(l, k, i) for l in range(self.num_layers) for k in kinds for i in range(self.hidden_size)]
+        return [Unit(l, k, i) for l in self.layers for k in kinds for i in range(self.hidden_size)]
 
     # predictions --------------------------------------------------------------
     @property
@@ -385,8 +461,9 @@ class Recording:
         return pd.DataFrame(d)
 
     def __repr__(self) -> str:
+        layers = "" if len(self.layers) == self.num_layers else f", layers {','.join(map(str, self.layers))}"
         return (f"Recording({str(self.path)!r}, {self.n_rows:,} rows, {self.cell} "
-                f"{self.num_layers}x{self.hidden_size}, kinds {''.join(self.kinds)})")
+                f"{self.num_layers}x{self.hidden_size}, kinds {''.join(self.kinds)}{layers})")
 
 
 def text_sha256(text: str) -> str:

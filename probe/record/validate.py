@@ -120,10 +120,30 @@ def check_recording(path: Path, meta) -> None:
             k = spec["shape"][1]
             want = (n, k)
         check_array(path / spec["file"], name, spec, want)
+    check_subset(path / "meta.json", meta)
     if meta["vocab"]["kind"] == "byte" and "char_of_row" not in meta["arrays"]:
         raise ProbeError(f"{path / 'meta.json'}: a byte-level recording must list char_of_row")
     if not (path / "text.txt").is_file():
         raise ProbeError(f"{path / 'text.txt'}: missing")
+
+
+def check_subset(where: Path, meta: dict) -> None:
+    """meta.json's "layers" and "kinds" (the recorded subset; absent in older recordings: all of them), when
+    present: layers of the model, kinds of its cell, and an array for each pair."""
+    if "layers" not in meta and "kinds" not in meta:
+        return
+    mc = meta["model_config"]
+    layers, kinds = meta.get("layers"), meta.get("kinds")
+    if not (isinstance(layers, list) and layers and all(_is_int(l) and 0 <= l < mc["num_layers"] for l in layers)):
+        raise ProbeError(f"{where}: 'layers' must list layers of the model (0..{mc['num_layers'] - 1}), not {layers!r}")
+    cell_kinds = STATES[mc["model"]] + GATES[mc["model"]]
+    if not (isinstance(kinds, list) and kinds and all(k in cell_kinds for k in kinds)):
+        raise ProbeError(f"{where}: 'kinds' must list kinds of a {mc['model']} ({', '.join(cell_kinds)}), "
+                         f"not {kinds!r}")
+    for l in layers:
+        for k in kinds:
+            if array_name(l, k) not in meta["arrays"]:
+                raise ProbeError(f"{where}: 'layers' and 'kinds' name {array_name(l, k)}, which 'arrays' lacks")
 
 
 def check_text(path: Path, meta: dict, text: str, last_char_of_row: int | None) -> None:

@@ -19,6 +19,8 @@ a torch.set_num_threads() call made before, or any time after, wins over the pol
 """
 from __future__ import annotations
 
+import importlib.abc
+import importlib.util
 import os
 import sys
 import time
@@ -121,7 +123,62 @@ def set_wait_policy() -> str:
     return _wait[0]
 
 
-def apply_thread_policy(*, sample_s: float = START_SAMPLE_S) -> ThreadPolicy:
+def check_thread_env() -> None:
+    """Raise ProbeError (one line) for a bad PROBE_THREADS; touches nothing, imports nothing."""
+    wanted = os.environ.get("PROBE_THREADS")
+    if wanted is not None:
+        _positive_int("PROBE_THREADS", wanted)
+
+
+class _TorchHook(importlib.abc.MetaPathFinder):
+    """Applies the thread policy right after torch's first import (one shot: removes itself)."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "torch":
+            return None
+        if self in sys.meta_path:
+            sys.meta_path.remove(self)
+        spec = importlib.util.find_spec("torch")
+        loader = getattr(spec, "loader", None)
+        if loader is None or not hasattr(loader, "exec_module"):
+            return spec
+        exec_module = loader.exec_module
+
+        def exec_then_apply(module):
+            try:
+                exec_module(module)
+            finally:
+                loader.__dict__.pop("exec_module", None)  # the loader's own method again
+            try:
+                apply_thread_policy(_torch_first=False)
+            except ProbeError:
+                pass  # a bad PROBE_THREADS: check_thread_env() reported it before anything imported torch
+
+        loader.exec_module = exec_then_apply
+        return spec
+
+
+_hook = _TorchHook()
+
+
+def defer_thread_policy() -> str:
+    """The CLI's start: the wait setting now (environment only), the thread count when torch first loads.
+
+    Raises ProbeError for a bad PROBE_THREADS. Commands that never import torch (concepts, models,
+    find-neurons...) thus pay nothing for it; the others get the same policy as apply_thread_policy().
+    Returns the wait setting in force.
+    """
+    check_thread_env()
+    wait = set_wait_policy()
+    if _policy is None:
+        if "torch" in sys.modules:
+            apply_thread_policy()
+        elif _hook not in sys.meta_path:
+            sys.meta_path.insert(0, _hook)
+    return wait
+
+
+def apply_thread_policy(*, sample_s: float = START_SAMPLE_S, _torch_first: bool | None = None) -> ThreadPolicy:
     """Apply the policy once per process (later calls return the first result); call it before importing torch.
 
     Imports torch and sets its intra-op thread count: PROBE_THREADS when set; else, when the user set
@@ -134,7 +191,7 @@ def apply_thread_policy(*, sample_s: float = START_SAMPLE_S) -> ThreadPolicy:
     cores = usable_cores()
     wanted = os.environ.get("PROBE_THREADS")
     fixed = _positive_int("PROBE_THREADS", wanted) if wanted is not None else None
-    torch_first = "torch" in sys.modules
+    torch_first = "torch" in sys.modules if _torch_first is None else _torch_first
     wait = set_wait_policy()
     import torch
 

@@ -144,7 +144,8 @@ def evaluate_split(checkpoint_or_path: ckpt.Checkpoint | str | Path, part: str =
         "truncated": truncated,
         "n_symbols": n_sym,
         "n_chars": n_chars,
-        "n_unk": int(np.count_nonzero(predicted == 0)) if ck.vocab.encoding == "char" else 0,
+        "n_unk": (int(np.count_nonzero(predicted == ck.vocab.unk))
+                  if ck.vocab.encoding == "char" and ck.vocab.unk is not None else 0),
         "loss_nats": nats / n_sym,
         "bits_per_symbol": bits / n_sym,
         "bits_per_char": bits / n_chars if n_chars else float("nan"),

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from probe.cli.commands._concept_args import add_concept_arguments, concept_from_args
 from probe.cli.commands.record import parse_range
+from probe.cli.commands._sae_args import add_sae_argument
 from probe.errors import ProbeError
 from probe.files import write_atomic_text
 
@@ -29,6 +30,13 @@ Text: the checkpoint's validation split by default (--part), or TEXT_FILE, or
 examples:
   probe ablate trained_models/wiki --unit L2.c.502 --concept wiki-link --max-chars 50000
   probe ablate trained_models/wiki --unit L2.c.502 --mode zero --pattern 'https?://\\S+' --out ablation/
+  probe ablate trained_models/wiki --sae saes/wiki-L2h --unit L2.h.f123 --concept wiki-link
+
+--sae SAE_FOLDER: the --unit(s) are features of that sparse autoencoder (trained on
+this model), removed instead of held: after every step the encoder reads the
+site's state and each feature's decoder contribution z_f * W_dec[f] is
+subtracted from it, so the next step and the layers above see the edited state.
+The null: --random K random features of the same SAE, active somewhere on the text.
 """
 
 
@@ -37,7 +45,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("text_file", nargs="?", help="text file (plain, .bz2, .gz, .xz); default: the checkpoint's --part split")
     p.add_argument("--unit", "-u", dest="units", action="append", required=True, metavar="UNIT",
                    help="unit to hold, e.g. L2.c.502 (repeat to hold several together)")
-    p.add_argument("--mode", default="mean", help="mean (default), zero, or value=V")
+    p.add_argument("--mode", default=None,
+                   help="mean (default), zero, or value=V (not with --sae: features are removed)")
+    add_sae_argument(p, "--unit(s) to remove (e.g. L2.h.f123)")
     add_concept_arguments(p, required=False)
     p.add_argument("--random", dest="n_random", type=int, default=20, metavar="K",
                    help="random units of the same layer and kind for the null (default 20; 0: none)")
@@ -73,18 +83,20 @@ def run(args: argparse.Namespace) -> int:
         raise ProbeError("give either TEXT_FILE or --text, not both")
     if args.top < 0:
         raise ProbeError(f"--top must not be negative, not {args.top}")
+    if args.sae and args.mode is not None:
+        raise ProbeError("--mode holds units at a value; with --sae the features are removed (no --mode)")
     _check_outputs(args)
     concept = concept_from_args(args)
     text = args.text if args.text is not None else (Path(args.text_file) if args.text_file else None)
-    res = ablate(args.checkpoint, args.units, text, mode=args.mode, concept=concept, n_random=args.n_random,
+    res = ablate(args.checkpoint, args.units, text, mode=args.mode or "mean", concept=concept, n_random=args.n_random,
                  part=args.part, char_range=parse_range(args.char_range), max_chars=args.max_chars,
                  block=args.block, n_top=max(args.top, 20), seed=args.seed,
-                 text_source="--text" if args.text is not None else None)
+                 text_source="--text" if args.text is not None else None, sae=args.sae)
     if args.out:
         from probe.figures.delta_heatmap import delta_heatmap
         from probe.figures.export import figure_html
-        fig = delta_heatmap(res.text, res.char_delta(),
-                            title=f"Δloss with {', '.join(res.units)} held ({res.mode})")
+        what = "removed" if res.mode == "remove" else f"held ({res.mode})"
+        fig = delta_heatmap(res.text, res.char_delta(), title=f"Δloss with {', '.join(res.units)} {what}")
         save(res, args.out, files={"delta-heatmap.html": figure_html(fig)})
     if args.csv:
         write_atomic_text(args.csv, res.table.to_csv(index=False))
@@ -104,8 +116,15 @@ def _ci(t, part: str) -> str:
 
 def format_result(res, top: int) -> str:
     t = res.table.iloc[0]
-    held = ", ".join(f"{u}={v:.4g}" for u, v in res.values.items())
-    lines = [f"held {held} ({res.mode}) over {res.symbols:,} symbols in {res.seconds:.1f} s; "
+    if res.mode == "remove":
+        sae = res.extra.get("sae", {})
+        steps = sae.get("active_steps", {})
+        removed = ", ".join(f"{u} (mean {v:.4g}, active on {steps.get(u, 0):,} steps)" for u, v in res.values.items())
+        head = (f"removed {removed}"
+                f" of the SAE {sae.get('name', '?')} on {sae.get('site', '?')}")
+    else:
+        head = f"held {', '.join(f'{u}={v:.4g}' for u, v in res.values.items())} ({res.mode})"
+    lines = [f"{head} over {res.symbols:,} symbols in {res.seconds:.1f} s; "
              f"clean loss {res.base_bits:.4f} bits/char",
              f"Δloss bits/char (95% block-bootstrap interval, blocks of {res.block}):",
              f"  overall   {_ci(t, 'all')}"]
@@ -115,7 +134,9 @@ def format_result(res, top: int) -> str:
     if res.n_random:
         key = "delta_in" if res.concept is not None else "delta_all"
         null = res.table[key].iloc[1:]
-        lines.append(f"null: {res.n_random} random sets of the same layer and kind: {key} median {null.median():+.4f}, "
+        pool = ("features of the same SAE" + (" active on the text" if res.extra.get("sae", {}).get("null") == "active"
+                                              else "") if res.mode == "remove" else "sets of the same layer and kind")
+        lines.append(f"null: {res.n_random} random {pool}: {key} median {null.median():+.4f}, "
                      f"max {null.max():+.4f}; target rank {res.rank} of {res.n_random + 1}, p = {res.p_value:.3f}")
     if top and len(res.top):
         lines.append("characters whose probability changed most (p clean -> held):")

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 
-from probe.analysis.concepts import BUILTIN
 
 NAME = "concepts"
 HELP = "list the built-in concepts (labellings of text) for find-neurons, fit-probe and embed"
@@ -14,6 +13,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from probe.analysis.concepts import BUILTIN
+
     width = max(len(n) for n in BUILTIN)
     for name, c in BUILTIN.items():
         print(f"{name:<{width}}  {c.label_type:<10}  {c.description}")

@@ -4,9 +4,7 @@ from __future__ import annotations
 import argparse
 
 from probe.cli.commands._concept_args import add_concept_arguments, concept_from_args
-from probe.analysis.embedding import embed_states
 from probe.files import atomic_write
-from probe.record.recording import Recording
 
 NAME = "embed"
 HELP = "2-D PCA or UMAP of a layer's hidden states (seeded subsample), colored by a concept"
@@ -24,6 +22,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from probe.analysis.embedding import embed_states
+    from probe.record.recording import Recording
+
     concept = concept_from_args(args)
     rec = Recording.open(args.recording)
     df = embed_states(rec, layer=args.layer, kind=args.kind, method=args.method, concept=concept, n=args.n,

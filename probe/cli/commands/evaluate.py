@@ -5,9 +5,9 @@ import argparse
 import json
 
 from probe.errors import ProbeError
-from probe.train.evaluate import PARTS, evaluate_split
 
 NAME = "evaluate"
+PARTS = ("train", "val", "test")  # = probe.train.evaluate.PARTS (tests/test_startup.py checks)
 HELP = "loss in nats and bits per character of a model on its test (or val/train) split"
 DESCRIPTION = """Measure a checkpoint on a split of the corpus it was trained on (read from the
 checkpoint, checked against its sha256). The default is exact: one stream, state
@@ -31,6 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from probe.train.evaluate import evaluate_split
+
     if args.streams < 1:
         raise ProbeError(f"--streams must be at least 1, not {args.streams}")
     r = evaluate_split(args.checkpoint, args.part, streams=args.streams, bf16=args.bf16, max_chars=args.max_chars)

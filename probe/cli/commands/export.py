@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 
-from probe.model import checkpoint
 
 NAME = "export"
 HELP = "copy a checkpoint for shipping: weights only (float16 by default), no optimizer state"
@@ -17,6 +16,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from probe.model import checkpoint
+
     dest = checkpoint.export(args.checkpoint, args.out, half=not args.float32, which=args.which)
     ck = checkpoint.load(dest)
     print(f"exported {ck.meta['exported_from']['path']} (step {ck.meta['step']}) to {dest} "

@@ -3,16 +3,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 
-import numpy as np
-
 from probe.cli.commands._concept_args import add_concept_arguments, concept_from_args, parse_list
+from probe.cli.commands._sae_args import add_sae_argument, open_source
 from probe.checks import check_int
-from probe.analysis.neurons import find_neurons
 from probe.errors import ProbeError
 from probe.files import atomic_write, write_atomic_text
-from probe.record.recording import Recording
 
 NAME = "find-neurons"
 HELP = "find units that track a concept (regex or built-in), with honest statistics"
@@ -29,6 +27,11 @@ examples:
   probe find-neurons recordings/wiki-val --pattern '\\[\\[.*?\\]\\]'
   probe find-neurons recordings/wiki-val --concept column --kinds c --layers 0
   probe find-neurons recordings/wiki-val --concept wiki-link --ablate 5
+  probe find-neurons recordings/wiki-val --concept wiki-link --sae saes/wiki-L2h
+
+--sae SAE_FOLDER: search the features of that sparse autoencoder (L2.h.f123...)
+instead of the units, computed from the recorded states by its encoder, with
+the same split, statistics and chance level.
 
 --ablate N: the top N units (h and c; gates cannot be held) are also held at
 their mean over the first --ablate-chars characters of the recording, and the
@@ -42,6 +45,7 @@ it". Needs the model: --checkpoint, or the one named in the recording.
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("recording", help="a recording folder (from `probe record`)")
     add_concept_arguments(p)
+    add_sae_argument(p, "units searched")
     p.add_argument("--kinds", default=None, help="state kinds to search, e.g. h,c or f,i (default: all recorded)")
     p.add_argument("--layers", default=None, help="layers to search, e.g. 0,2 (default: all)")
     p.add_argument("--top", type=int, default=20, help="rows of the table to print (default 20)")
@@ -76,7 +80,7 @@ def format_table(res, top: int, ablated: int = 0) -> str:
                f"{_fmt_p(r.p_value):>7}{star}  ")
         row += (f"{r.mean_in:>9.3f} {r.mean_out:>9.3f}  {r.cohen_d:>6.2f}" if binary
                 else f"{r.spearman:>9.3f} {r.mi:>8.3f}")
-        if "abl_in" in t and not np.isnan(r.abl_in):
+        if "abl_in" in t and not math.isnan(r.abl_in):
             row += f"  {r.abl_in:+.4f} [{r.abl_in_lo:+.4f}, {r.abl_in_hi:+.4f}] {r.abl_out:+.4f}  {_fmt_p(r.abl_p):>6}"
         elif "abl_in" in t and r.rank <= ablated:
             row += "  (a gate: cannot be held)"
@@ -85,10 +89,16 @@ def format_table(res, top: int, ablated: int = 0) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from probe.analysis.neurons import find_neurons
     check_int("top", args.top, min=1)
     check_int("ablate", args.ablate, min=0)
+    if args.ablate and args.sae:
+        raise ProbeError("--ablate holds units; to remove features use "
+                         "`probe ablate CHECKPOINT --sae SAE --unit L2.h.f123`")
     concept = concept_from_args(args)
-    rec = Recording.open(args.recording)
+    rec = open_source(args.recording, args)
     ck = None
     if args.ablate:
         from probe.record.source import recording_checkpoint

@@ -4,12 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 
-import numpy as np
-
 from probe.cli.commands._concept_args import add_concept_arguments, concept_from_args, parse_list
-from probe.analysis.probes import fit_probes
 from probe.files import write_atomic_text
-from probe.record.recording import Recording
 
 NAME = "fit-probe"
 HELP = "fit linear probes for a concept, beside majority, best-unit, untrained and control baselines"
@@ -39,6 +35,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import numpy as np
+    from probe.analysis.probes import fit_probes
+    from probe.record.recording import Recording
+
     concept = concept_from_args(args)
     rec = Recording.open(args.recording)
     rep = fit_probes(rec, concept, kinds=parse_list(args.kinds, "kinds"), layers=parse_list(args.layers, "layers", int),

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from probe.cli.commands._sae_args import add_sae_argument, open_source
 from probe.errors import ProbeError
 
 NAME = "heatmap"
@@ -14,12 +15,15 @@ probability. Newlines show as ↵, tabs as →, spaces as a faint ·.
 
 examples:
   probe heatmap recordings/wiki-val --unit L1.c.123 --range 0:2000 --out l1c123.png
-  probe heatmap recordings/wiki-val --unit L0.f.12 --topk --range 500:900 --out f12.html"""
+  probe heatmap recordings/wiki-val --unit L0.f.12 --topk --range 500:900 --out f12.html
+  probe heatmap recordings/wiki-val --sae saes/wiki-L2h --unit L2.h.f123 --out f123.html"""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("recording", help="a recording folder (from probe record)")
-    p.add_argument("--unit", required=True, help="unit to draw, e.g. L1.c.123 (state) or L0.f.12 (gate)")
+    p.add_argument("--unit", required=True, help="unit to draw, e.g. L1.c.123 (state) or L0.f.12 (gate), or with "
+                                                 "--sae a feature, e.g. L2.h.f123")
+    add_sae_argument(p, "units to draw")
     p.add_argument("--range", dest="rows", default="0:2000",
                    help="rows START:STOP to draw (characters; bytes for byte models), default 0:2000")
     p.add_argument("--topk", action="store_true", help="add the model's top-5 next-character guesses")
@@ -44,14 +48,13 @@ def parse_range(spec: str, n_rows: int) -> tuple[int, int]:
 def run(args: argparse.Namespace) -> int:
     from probe.figures.export import find_chrome, format_of, write_figure
     from probe.figures import text_heatmap
-    from probe.record.recording import Recording
 
     fmt = format_of(args.out)  # bad extension: fail before any work
     if args.width < 1:
         raise ProbeError(f"--width must be at least 1, not {args.width}")
     if fmt != "html":
         find_chrome()
-    rec = Recording.open(args.recording)
+    rec = open_source(args.recording, args)
     if args.topk and not rec.has("topk_ids"):
         raise ProbeError(f"{args.recording} holds no top-k predictions (recorded with --topk 0); drop --topk")
     explicit = args.rows != "0:2000"

@@ -4,13 +4,12 @@ from __future__ import annotations
 import argparse
 import json
 
-from probe.analysis.hypothesis import MAX_SPAN, brush
 from probe.cli.commands._concept_args import parse_list
 from probe.errors import ProbeError
 from probe.files import write_atomic_text
-from probe.record.recording import Recording
 
 NAME = "hypothesis"
+MAX_SPAN = 500  # = probe.analysis.hypothesis.MAX_SPAN (tests/test_startup.py checks)
 HELP = "rank the units that separate a span of the text from its surroundings, and find the pattern elsewhere"
 DESCRIPTION = f"""Take a span of rows (a word, a quoted phrase, a line: at most {MAX_SPAN} rows), rank every unit by how
 differently it behaves inside the span and in the rows just around it (in standard deviations), then list the
@@ -57,6 +56,9 @@ def show(s: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from probe.analysis.hypothesis import brush
+    from probe.record.recording import Recording
+
     start, stop = parse_span(args.rows)
     rec = Recording.open(args.recording)
     res = brush(rec, start, stop, layers=parse_list(args.layers, "layers", int), kinds=parse_list(args.kinds, "kinds"),

@@ -5,9 +5,8 @@ import argparse
 import json
 
 from probe.checks import check_at_least
-from probe.analysis.neuron_card import neuron_card
+from probe.cli.commands._sae_args import add_sae_argument, open_source
 from probe.files import write_atomic_text
-from probe.record.recording import Recording
 
 NAME = "neuron"
 HELP = "show one unit: top contexts (both tails), histogram, quantiles, promoted characters"
@@ -15,7 +14,8 @@ HELP = "show one unit: top contexts (both tails), histogram, quantiles, promoted
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("recording", help="a recording folder")
-    p.add_argument("unit", help="a unit name, e.g. L1.c.123 or L0.f.12")
+    p.add_argument("unit", help="a unit name, e.g. L1.c.123 or L0.f.12 (with --sae a feature, e.g. L2.h.f123)")
+    add_sae_argument(p, "units")
     p.add_argument("--top", type=int, default=10, help="contexts per tail (default 10)")
     p.add_argument("--window", type=int, default=40, help="characters of context before the peak (default 40)")
     p.add_argument("--checkpoint", default=None, help="checkpoint for the output weights (default: the recording's)")
@@ -36,9 +36,25 @@ def _line(c: dict, window: int) -> str:
     return f"{c['activation']:>9.3f}  {left:>{window}}\u00ab{show(c['char'])}\u00bb{show(c['right'])}"
 
 
+def atlas_line(entry: dict) -> str:
+    """The unit's atlas entry in one line: best concept, held-out score against chance, the runner-up."""
+    sign = "" if entry.get("sign", 1) >= 0 else " (negatively)"
+    verdict = "explained" if entry.get("explained") else "not above chance"
+    line = (f"atlas: {entry['concept']}{sign}, held-out {entry['metric']} {entry['score']:.3f} vs chance "
+            f"{entry['chance']:.3f}, family-wise p {entry['p_value']:.3f}: {verdict}")
+    if entry.get("second_concept"):
+        line += f"; next best {entry['second_concept']} ({entry['second_score']:.3f})"
+    if entry.get("abl_delta") is not None and entry.get("abl_delta") == entry.get("abl_delta"):
+        line += f"; ablation {entry['abl_delta']:+.3f} bits/char ({entry.get('abl_where')})"
+    return line
+
+
 def run(args: argparse.Namespace) -> int:
+    from probe.analysis.neuron_card import neuron_card
+    from probe.files import write_atomic_text
+    from probe.record.recording import Recording
     check_at_least(top=(args.top, 1), window=(args.window, 1))
-    rec = Recording.open(args.recording)
+    rec = open_source(args.recording, args)
     card = neuron_card(rec, args.unit, n_top=args.top, window=args.window, checkpoint=args.checkpoint)
     if args.json:
         doc = card.to_dict()
@@ -48,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
         write_atomic_text(args.json, json.dumps(doc, indent=1, ensure_ascii=False))
     print(f"{card.unit} in {rec.path} ({card.n_rows:,} rows): mean {card.mean:.3f}, std {card.std:.3f}, "
           f"density {card.density:.3f} (fraction of steps at least half as far from 0 as the extreme)")
+    if card.atlas is not None:
+        print(atlas_line(card.atlas))
     print("quantiles: " + "  ".join(f"{int(q * 100) if q * 100 == int(q * 100) else q * 100}%:{v:.3f}"
                                     for q, v in card.quantiles.items()))
     groups = [int(card.hist_counts[i:i + 5].sum()) for i in range(0, len(card.hist_counts), 5)]

@@ -6,6 +6,9 @@ import sys
 from pathlib import Path
 
 from probe.errors import ProbeError
+from probe.names import GATES
+
+GATE_KINDS = {g for gates in GATES.values() for g in gates}
 
 NAME = "record"
 HELP = "record every state of a model over a text (h, c, gates, top-k, loss)"
@@ -28,13 +31,19 @@ worst) is written into meta.json and printed.
 
 Storage (--dtype compact): h and gates float16, c float32 (cell states of
 long-memory units grow past float16's 65,504), top-k probabilities float16,
-loss float32. --dtype float32 stores everything in float32.
+loss float32. --dtype float32 stores everything in float32. --layers and
+--kinds record only some arrays (each one bit for bit what a full recording
+holds). The size is printed before anything is written, and a disk without
+that much free space is refused. A recording killed part-way leaves a hidden
+.NAME.partial-<pid>-<start>-<host> folder beside --out; the next record into
+that folder deletes those of processes that no longer run.
 
 examples:
   probe record runs/wiki --out recordings/wiki-val
   probe record runs/shakespeare hamlet.txt --out recordings/hamlet --max-chars 100000
   probe record runs/shakespeare --text "To be, or not to be" --out /tmp/rec --dtype float32
   probe record runs/wiki --out recordings/wiki-fast --streams 16 --warmup 300
+  probe record runs/wiki --out recordings/wiki-hc --layers 0,2 --kinds h,c
 """
 
 
@@ -52,6 +61,22 @@ def parse_range(text: str | None) -> tuple[int | None, int | None] | None:
     return a, b
 
 
+def _word_list(text: str) -> list[str]:
+    """'h,c' -> ['h', 'c']."""
+    items = [w.strip() for w in text.split(",") if w.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list, not {text!r}")
+    return items
+
+
+def _int_list(text: str) -> list[int]:
+    """'0,2' -> [0, 2]."""
+    try:
+        return [int(w) for w in _word_list(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated layer numbers (e.g. 0,2), not {text!r}") from None
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="run folder (uses best/) or checkpoint folder")
     p.add_argument("text_file", nargs="?", help="text file to record (plain, .bz2, .gz, .xz); "
@@ -64,6 +89,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="record symbols A..B-1 of the text (characters; bytes for byte models)")
     p.add_argument("--max-chars", type=int, help="record at most this many symbols")
     p.add_argument("--no-gates", action="store_true", help="do not store gate activations")
+    p.add_argument("--layers", metavar="L,L", type=_int_list,
+                   help="record only these layers, e.g. 0,2 (default: all)")
+    p.add_argument("--kinds", metavar="K,K", type=_word_list,
+                   help="record only these kinds, e.g. h,c or h,c,f (default: h, c and the gates)")
     p.add_argument("--topk", type=int, default=5,
                    help="most likely next characters to keep per row (default 5; 0: none)")
     p.add_argument("--dtype", choices=("compact", "float32"), default="compact",
@@ -90,12 +119,21 @@ def run(args: argparse.Namespace) -> int:
 
     if args.text is not None and args.text_file:
         raise ProbeError("give either TEXT_FILE or --text, not both")
+    gate_kinds = [k for k in args.kinds or () if k in GATE_KINDS]
+    if args.no_gates and gate_kinds:
+        raise ProbeError(f"--kinds names gates ({','.join(gate_kinds)}) and --no-gates leaves them out: drop one")
     text = args.text if args.text is not None else (Path(args.text_file) if args.text_file else None)
+
+    def starting(plan) -> None:  # before anything is written: the size, and what was cleaned up
+        if plan.cleaned:
+            print(f"removed {len(plan.cleaned)} folder(s) of recordings killed part-way: {', '.join(plan.cleaned)}")
+        print(plan.describe(), flush=True)
     rec = record(args.checkpoint, text, args.out, part=args.part, char_range=parse_range(args.char_range),
                  max_chars=args.max_chars, gates=not args.no_gates, topk=args.topk, dtype=args.dtype,
                  chunk_size=args.chunk_size, streams=args.streams, warmup=args.warmup, overwrite=args.overwrite,
                  untrained=args.untrained, progress=not args.quiet and sys.stderr.isatty(),
-                 text_source="--text" if args.text is not None else None, reuse=args.reuse)
+                 text_source="--text" if args.text is not None else None, reuse=args.reuse,
+                 layers=args.layers, kinds=args.kinds, on_start=starting)
     meta = rec.meta
     if getattr(rec, "reused", False):
         print(f"{rec.path} is up to date (same weights, text and options): kept")

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import argparse
 
+from probe.errors import ProbeError
 from probe.cli.commands._concept_args import add_regex_timeout_argument, regex_timeout
+from probe.cli.commands._sae_args import add_sae_argument, open_source
 
 NAME = "report"
 HELP = "write an offline HTML report (figures as PNG/SVG, tables as CSV) for a recording"
@@ -29,6 +31,11 @@ examples:
   probe report recordings/wiki-val --concepts url,wiki-link,column --out analyses/wiki-report
   probe report recordings/wiki-val --concepts wiki-link --baseline ngram:7 --out report/
   probe report recordings/wiki-val --concepts url,wiki-link --ablate 3 --out report/
+  probe report recordings/wiki-val --sae saes/wiki-L2h --concepts url,wiki-link --out report-L2h/
+
+--sae SAE_FOLDER: the concept sections rank, list and draw the features of that
+sparse autoencoder (L2.h.f123...) instead of the units; the model card, loss,
+baseline and embedding sections are the recording's as without it.
 
 --ablate N holds each binary concept's top N units (h and c) at their mean over
 the first --ablate-chars characters, one at a time, against 20 random units of
@@ -60,13 +67,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="characters of the recording to ablate on (default 20000)")
     p.add_argument("--checkpoint", default=None,
                    help="the recorded model, for --ablate (default: the checkpoint named in the recording)")
+    add_sae_argument(p, "units of the concept sections")
     add_regex_timeout_argument(p)
 
 
 def run(args: argparse.Namespace) -> int:
     from probe.report import build_report
     concepts = [c.strip() for c in args.concepts.split(",") if c.strip()]
-    out = build_report(args.recording, concepts, args.out, top=args.top, heat_units=args.heat_units,
+    if args.sae and args.ablate:
+        raise ProbeError("--ablate holds units; to remove features use "
+                         "`probe ablate CHECKPOINT --sae SAE --unit L2.h.f123`")
+    out = build_report(open_source(args.recording, args) if args.sae else args.recording, concepts, args.out, top=args.top, heat_units=args.heat_units,
                        passage=args.passage, width=args.width, embedding=args.embedding, embed_n=args.embed_n,
                        images=not args.no_images, overwrite=args.overwrite, seed=args.seed,
                        regex_timeout=regex_timeout(args), baseline=args.baseline, ablate=args.ablate,

@@ -4,10 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from probe.model import checkpoint
 from probe.errors import ProbeError
-from probe.model.intervene import hold_hooks, parse_hold
-from probe.model.sampling import generate
 
 NAME = "sample"
 HELP = "generate text from a trained model"
@@ -27,6 +24,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from probe.model import checkpoint
+    from probe.model.intervene import hold_hooks, parse_hold
+    from probe.model.sampling import generate
+
     if args.length < 0:
         raise ProbeError(f"--length must not be negative, not {args.length}")
     if not args.argmax and not args.temperature > 0:

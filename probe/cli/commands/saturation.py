@@ -4,8 +4,6 @@ from __future__ import annotations
 import argparse
 
 from probe.files import atomic_write
-from probe.record.recording import Recording
-from probe.analysis.saturation import gate_saturation
 
 NAME = "saturation"
 HELP = "gate saturation per layer: fractions of steps below 0.1 and above 0.9 (Karpathy et al. 2015)"
@@ -19,6 +17,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from probe.record.recording import Recording
+    from probe.analysis.saturation import gate_saturation
+
     rec = Recording.open(args.recording)
     df = gate_saturation(rec, low=args.low, high=args.high)
     if args.csv:

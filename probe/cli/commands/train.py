@@ -7,8 +7,6 @@ import sys
 from dataclasses import fields
 
 from probe.errors import ProbeError
-from probe.train.config import RESUME_OVERRIDABLE, TrainConfig
-from probe.train.loop import train
 
 NAME = "train"
 HELP = "train a character-level LSTM, GRU or vanilla RNN language model"
@@ -50,6 +48,8 @@ HELPS = {
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from probe.train.config import TrainConfig  # torch: only `probe train` pays for it
+
     for f in fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         if f.type in ("bool", bool):
@@ -64,6 +64,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def typed_options(argv: list[str]) -> set[str]:
     """TrainConfig fields given on the command line (`--eval-every 500`, `--eval-every=500`, `--no-bf16`)."""
+    from probe.train.config import TrainConfig
+
     names = {f.name for f in fields(TrainConfig)}
     given = set()
     for a in argv:
@@ -76,6 +78,9 @@ def typed_options(argv: list[str]) -> set[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from probe.train.config import RESUME_OVERRIDABLE, TrainConfig
+    from probe.train.loop import train
+
     cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
     typed = typed_options(getattr(args, "_argv", None) or sys.argv[1:])
     args.overrides = {n: getattr(cfg, n) for n in RESUME_OVERRIDABLE if n in typed} if args.resume else None
@@ -85,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     return 130 if result.stopped in ("SIGINT",) else 0
 
 
-def _run_as_rank(cfg: TrainConfig, args: argparse.Namespace) -> int:
+def _run_as_rank(cfg, args: argparse.Namespace) -> int:
     """One torchrun rank: train, then leave without the interpreter's teardown.
 
     DistributedDataParallel keeps the gloo process group (and its worker threads)
@@ -95,6 +100,8 @@ def _run_as_rank(cfg: TrainConfig, args: argparse.Namespace) -> int:
     checkpoints are written and renamed by then, so the rank flushes its output
     and exits at once with its own status.
     """
+    from probe.train.loop import train
+
     try:
         result = train(cfg, resume=args.resume, progress=not args.quiet, overrides=args.overrides)
         code = 130 if result.stopped in ("SIGINT",) else 0
