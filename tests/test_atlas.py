@@ -108,12 +108,30 @@ def test_family_wise_level_on_noise_units(tmp_path):
         arrays = noise_arrays(len(text), num_layers=1, hidden=200, kinds=("h",), seed=100 + seed, smooth=4)
         path = make_recording(tmp_path / f"noise{seed}", text, arrays, num_layers=1, hidden=200)
         at = build_atlas(Recording.open(path), candidates=lib, n_perm=99, seed=seed, n_contexts=0)
+        assert at.contexts == {} and not any(at.table.top_rows)
         n_false += int(at.table.explained.sum())
         any_false += bool(at.table.explained.any())
         min_p.append(float(at.table.p_value.min()))
     assert any_false <= 3, (any_false, min_p)
     assert n_false / (20 * 200) <= 0.05
     assert sum(p < 0.5 for p in min_p) >= 4, min_p  # not a null that never comes near: p-values spread out
+
+
+def test_scores_are_held_out(tmp_path):
+    """A unit that fires on digits only in the select part is not explained by them: its score is the report
+    part's; the same unit firing in both parts is."""
+    text = digit_text(300, seed=5)
+    n = len(text)
+    dig = np.array([c.isdigit() for c in text], np.float32)
+    arrays = noise_arrays(n, num_layers=1, hidden=8, kinds=("h",), seed=7)
+    arrays["L0.h"][: n // 2, 0] += 3 * dig[: n // 2]
+    arrays["L0.h"][:, 1] += 3 * dig
+    at = build_atlas(Recording.open(make_recording(tmp_path / "r", text, arrays, num_layers=1)), n_perm=39)
+    t = at.table.set_index("unit")
+    # kept on the select part (strong there), scored on the report part, where it is noise: no label
+    assert t.loc["L0.h.0", "select_score"] > 0.9 and t.loc["L0.h.0", "score"] < 0.7
+    assert not t.loc["L0.h.0", "explained"] and t.loc["L0.h.0", "p_value"] > 0.05
+    assert t.loc["L0.h.1", "concept"] == "digit" and t.loc["L0.h.1", "explained"]
 
 
 def test_save_load_round_trip_and_atlas_for(atlas, planted, tmp_path):
@@ -191,12 +209,14 @@ def test_page_size_is_bounded_for_a_large_atlas():
                           "concept": "in [[\u2026]]", "metric": "auc", "score": rng.random(n), "chance": 0.6,
                           "p_value": rng.random(n), "explained": rng.random(n) < 0.5, "margin": rng.random(n),
                           "second_concept": "digit", "act_min": -1.0, "act_max": 1.0, "sign": 1})
-    ctx = {u: [{"row": 100 + k, "start": 68 + k, "chars": list("the river [[city]] of north church, was \u00e9"[:40]),
-                "acts": list(rng.standard_normal(40).round(3)), "activation": 1.0} for k in range(5)]
+    from probe.analysis.atlas_page import levels
+    ctx = {u: [{"row": 100 + k, "start": 68 + k, "text": "the caf\u00e9 [[city]] of north church, was built in"[:40],
+                "levels": levels(rng.standard_normal(40), -3, 3), "activation": 1.0, "peak": 32} for k in range(5)]
            for u in table.unit}
     page = atlas_page(Atlas(table=table, coverage=pd.DataFrame(columns=["layer", "kind", "n_units", "n_explained",
                                                                          "fraction"]), meta={}, contexts=ctx))
     assert 300_000 < len(page.encode()) < 2_000_000
+    assert page.count("L2.c.511") == 1 and "\u00e9" in page
 
 
 @pytest.mark.browser
@@ -265,4 +285,4 @@ def test_real_tiny_models_and_ablation(tiny_lstm, tiny_byte_lstm, shakespeare_te
     names = {c["name"] for c in bat.meta["candidates"]} | set(bat.meta["dropped_candidates"])
     assert bat.meta["byte_model"] and {"utf8-byte", "utf8-cont"} <= names
     ctx = next(iter(bat.contexts.values()))[0]
-    assert len(ctx["chars"]) == len(ctx["acts"]) and brec.n_rows > len(brec.text)
+    assert len(ctx["text"]) == len(ctx["levels"]) and brec.n_rows > len(brec.text)

@@ -224,6 +224,10 @@ def test_loss_recovered_is_one_for_identity_and_zero_for_the_mean(tiny_lstm, rec
         mean = site_mean(model, torch.as_tensor(ids.astype(np.int64)), site)
         flat = loss_recovered(model, ids, site, lambda x: mean.expand_as(x).clone(), mean=mean)
         assert flat.recovered == 0.0 and flat.to_dict()["recovered"] == 0.0
+    blowup = loss_recovered(model, ids[:200], Site(1, "c"), lambda x: torch.full_like(x, float("nan")))
+    d = blowup.to_dict()
+    assert blowup.diverged and d["recon_bits"] is None and d["recovered"] is None and d["clean_bits"] is not None
+    json.dumps(d, allow_nan=False)
     sae = TopKSAE(16, 32, 4)
     hook = reconstruct_hook(sae, rows=[1])
     state = torch.randn(3, 16)
@@ -255,7 +259,9 @@ def test_bad_input_is_one_line_and_writes_nothing(rec, tmp_path):
 
 def test_an_existing_sae_is_kept_unless_asked_and_a_failed_save_keeps_the_last(rec, tmp_path, monkeypatch):
     out = tmp_path / "sae"
+    (tmp_path / ".sae.tmp-999999999").mkdir()  # left by a process killed while saving
     train_sae(rec, "L1.h", epochs=1, out=out, evaluate_loss=False, **SMALL)
+    assert not (tmp_path / ".sae.tmp-999999999").exists()
     with pytest.raises(ParamError, match="resume=True.*overwrite=True"):
         train_sae(rec, "L1.h", epochs=1, out=out, evaluate_loss=False, **SMALL)
     before = _weights(out)
@@ -296,12 +302,16 @@ def test_load_and_compatibility_refusals(trained, tmp_path, tiny_gru, shakespear
 def test_cli_prints_metrics_and_refuses_in_one_line(rec, tmp_path, capsys):
     out = tmp_path / "cli"
     rc = main(["sae", str(rec.path), "--site", "L1.h", "--features", "32", "--k", "4", "--epochs", "1",
-               "--batch-size", "256", "--quiet", "--out", str(out), "--json", str(tmp_path / "r.json")])
+               "--batch-size", "256", "--quiet", "--out", str(out), "--json", str(tmp_path / "r.json"),
+               "--no-resume-state"])
     printed = capsys.readouterr().out
     assert rc == 0 and "FVU" in printed and "loss recovered over 400 held-out symbols" in printed
+    assert sorted(p.name for p in out.iterdir()) == ["cfg.json", "metrics.json", "probe.json",
+                                                     "sae_weights.safetensors", "sparsity.safetensors"]
     assert json.loads((tmp_path / "r.json").read_text())["metrics"]["rows"] == 400
     for argv, match in [(["--site", "L5.h"], "L5.h is not in recording"), (["--site", "L1.h", "--k", "40"],
                         "--k is 40, more than"), (["--site", "L1.h", "--k", "0"], "--k must be at least 1"),
+                        (["--site", "L1.h", "--resume"], "holds no resume state"),
                         (["--site", "L1.h"], "pass --resume to continue")]:
         rc = main(["sae", str(rec.path), "--features", "32", "--quiet", "--out", str(out), *argv])
         err = capsys.readouterr().err

@@ -199,8 +199,10 @@ def permutation_sources(n: int, n_perm: int, n_blocks: int, seed: int) -> np.nda
 
 @dataclass
 class Atlas:
-    """Every unit's best explanation (`table`, best margin first), coverage per layer and kind, and the
-    top contexts of each unit (`contexts`: unit -> list of {row, activation, start, chars, acts})."""
+    """Every unit's best explanation (`table`, best margin first), coverage per layer and kind, the run's
+    `meta` (recording identity, split, candidates, thresholds), the top contexts of each unit (`contexts`:
+    unit -> list of {row, activation, start, text, levels, peak}, see `_contexts`) and the permutation
+    maxima of the studentised statistic (`null_max`)."""
 
     table: pd.DataFrame
     coverage: pd.DataFrame
@@ -234,7 +236,7 @@ class Atlas:
         """The unit with the largest margin (among those whose concept is `concept`, when given)."""
         t = self.table if concept is None else self.table[self.table.concept == concept]
         if t.empty:
-            raise ProbeError(f"no unit of the atlas is explained by {concept!r}" if concept else "the atlas is empty")
+            raise ProbeError(f"no unit of the atlas has the concept {concept!r}" if concept else "the atlas is empty")
         return str(t.iloc[0].unit)
 
     def save(self, folder: str | Path, *, dashboard_url: str = "http://127.0.0.1:8050/") -> Path:
@@ -446,7 +448,10 @@ def _peaks(x: np.ndarray, offset: int, gap: int, k: int) -> tuple[np.ndarray, np
 
 
 def _separated(vals: np.ndarray, rows: np.ndarray, n: int, gap: int) -> list[int]:
+    """The rows of the n largest values, no two closer than `gap` (greedy, largest first)."""
     taken: list[int] = []
+    if n <= 0:
+        return taken
     for i in np.argsort(-vals, kind="stable"):
         r = int(rows[i])
         if all(abs(r - t) >= gap for t in taken):
@@ -478,19 +483,18 @@ def _select_strength(R: np.ndarray, Z: np.ndarray, lab: _Labels, n: int) -> np.n
 
 @contextlib.contextmanager
 def _threads():
-    """numpy's BLAS and numba on the thread count the process's entry point chose (probe.runtime.threads),
-    restored afterwards; unchanged when no entry point chose one."""
+    """numba's kernels on the thread count the process's entry point chose (probe.runtime.threads; unchanged
+    when none chose one) and numpy's BLAS on one thread: the atlas makes many small matrix products, which a
+    multi-threaded BLAS slows down many times over as soon as another process holds a core. Restored after."""
+    from threadpoolctl import threadpool_limits
+
     from probe.runtime.threads import thread_policy
     policy = thread_policy()
-    if policy is None:
-        yield
-        return
-    from threadpoolctl import threadpool_limits
-    n = max(1, int(policy.threads))
     before = numba.get_num_threads()
-    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    if policy is not None:
+        numba.set_num_threads(max(1, min(int(policy.threads), numba.config.NUMBA_NUM_THREADS)))
     try:
-        with threadpool_limits(limits=n, user_api="blas"):
+        with threadpool_limits(limits=1, user_api="blas"):
             yield
     finally:
         numba.set_num_threads(before)
@@ -615,7 +619,9 @@ def _block(a, c0, c1, sel, rep, lab: _Labels, k_rep, src, pbuf, chunk_rows, gap,
             obs[uu[i:i + 64], slot[i:i + 64]] = (M[i:i + 64].astype(np.float64) @ y64) * scale
         _gather(y, src, pbuf)
         G = np.abs(M @ pbuf.T) * np.float32(scale)                  # (units, n_perm): permuted strengths
-        rms = np.sqrt(np.mean(np.square(G, dtype=np.float64), axis=1))
+        # the spread over the permutations and the real labels together: real and permuted strengths stay
+        # exchangeable under the null, so the studentised maximum keeps its level
+        rms = np.sqrt((np.square(G, dtype=np.float64).sum(1) + obs[uu, slot] ** 2) / (G.shape[1] + 1))
         spread[uu, slot] = rms
         ok = rms > 0
         if ok.any():
@@ -651,7 +657,11 @@ def _table(frames: list[dict], lab: _Labels, null_max: np.ndarray, n_perm: int, 
             v, sp = float(strength[u, best]), float(spread[u, best])
             t = v / sp if sp > 0 else 0.0
             p = (1 + int((null_max >= t - 1e-9).sum())) / (n_perm + 1) if sp > 0 else 1.0
-            score, chance = metric(v, binary), metric(min(1.0, q * sp) if sp > 0 else 1.0, binary)
+            # the strength the unit needed: t > q  <=>  v > q rp sqrt(n / (n + 1 - q^2)), rp the spread over the
+            # permutations alone (the spread sp includes the real labels' strength v)
+            rp = math.sqrt(max(0.0, (sp * sp * (n_perm + 1) - v * v) / n_perm))
+            need = q * rp * math.sqrt(n_perm / (n_perm + 1 - q * q)) if q * q < n_perm + 1 and sp > 0 else 1.0
+            score, chance = metric(v, binary), metric(min(1.0, need), binary)
             second, second_score = None, float("nan")
             if len(o) > 1:
                 s2, c2 = o[1], f["cands"][u, o[1]]
@@ -691,12 +701,15 @@ def _coverage(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def _contexts(rec, table: pd.DataFrame, sites, n_contexts: int) -> dict:
-    """unit -> its top contexts: the rows around each peak, their display strings and activations."""
+    """unit -> its top contexts, compact: {row, activation, start (first row shown), text (one character per
+    recorded character: a byte model's continuation bytes are left out), levels (one letter per character of
+    text: the activation on the unit's own scale, see `atlas_page.levels`), peak (index of the peak's
+    character in text)}."""
+    from probe.analysis.atlas_page import levels
     if n_contexts == 0 or table.empty:
         return {}
     names = {(l, k): name for l, k, name in sites}
     n = rec.n_rows
-    strings_cache: dict[int, str] = {}
     out = {}
     for r in table.itertuples():
         a = rec.array(names[(r.layer, r.kind)])
@@ -704,21 +717,18 @@ def _contexts(rec, table: pd.DataFrame, sites, n_contexts: int) -> dict:
         for row in r.top_rows:
             s, e = max(0, row - WINDOW_BEFORE), min(n, row + WINDOW_AFTER + 1)
             acts = np.asarray(a[s:e, int(r.index)], dtype=np.float32)
-            chars = _row_strings(rec, s, e, strings_cache)
+            chars = list(rec.text[s:e]) if not rec.by_bytes else rec.row_strings(s, e)
+            keep = [i for i, ch in enumerate(chars) if ch]
+            peak = max(0, sum(1 for i in keep if i <= row - s) - 1)
             ctx.append({"row": int(row), "activation": round(float(acts[row - s]), 4), "start": s,
-                        "chars": chars, "acts": [round(float(v), 3) for v in acts]})
+                        "text": "".join(chars[i][:1] for i in keep), "levels": levels(acts[keep], r.act_min, r.act_max),
+                        "peak": peak})
         out[r.unit] = ctx
         if len(out) % 256 == 0:
             _release(a)
     for name in names.values():
         _release(rec.array(name))
     return out
-
-
-def _row_strings(rec, s: int, e: int, cache: dict) -> list[str]:
-    if not rec.by_bytes:
-        return list(rec.text[s:e])
-    return rec.row_strings(s, e)
 
 
 # --------------------------------------------------------------------------- ablation

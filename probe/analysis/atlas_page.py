@@ -116,10 +116,12 @@ function render(){
 }
 document.querySelectorAll('#atlas th').forEach(th => th.addEventListener('click', () => {
   const c = th.dataset.col;
-  if (sortCol === c) sortDir = -sortDir; else { sortCol = c; sortDir = ['unit','concept','second','metric'].includes(c) ? 1 : -1; }
+  if (sortCol === c) sortDir = -sortDir;
+  else { sortCol = c; sortDir = ['unit','concept','second','metric'].includes(c) ? 1 : -1; }
   page = 0; render();
 }));
-['f-concept','f-layer','f-kind','f-explained'].forEach(id => $(id).addEventListener('input', () => { page = 0; render(); }));
+['f-concept','f-layer','f-kind','f-explained'].forEach(id =>
+  $(id).addEventListener('input', () => { page = 0; render(); }));
 $('prev').addEventListener('click', () => { page = Math.max(0, page - 1); render(); });
 $('next').addEventListener('click', () => { page += 1; render(); });
 window.atlasRender = render;
@@ -128,7 +130,7 @@ render();
 """
 
 
-def _levels(acts, lo: float, hi: float) -> str:
+def levels(acts, lo: float, hi: float) -> str:
     """One letter per activation: 'a'..'o' with 'h' for zero (diverging when the unit is signed)."""
     a = np.asarray(acts, np.float64)
     signed = lo < 0 < hi
@@ -141,16 +143,9 @@ def _levels(acts, lo: float, hi: float) -> str:
     return v.astype(np.uint8).tobytes().decode("ascii")
 
 
-def _page_contexts(ctxs: list[dict], lo: float, hi: float) -> list[list]:
-    """[text, levels, peak position] per context: one character per recorded character (a byte model's
-    continuation bytes, shown as '', are left out; the peak is then its character)."""
-    out = []
-    for c in ctxs[:N_PAGE_CONTEXTS]:
-        keep = [i for i, ch in enumerate(c["chars"]) if ch]
-        at = c["row"] - c["start"]
-        peak = max(0, sum(1 for i in keep if i <= at) - 1)
-        out.append(["".join(c["chars"][i][:1] for i in keep), _levels([c["acts"][i] for i in keep], lo, hi), peak])
-    return out
+def _page_contexts(ctxs: list[dict]) -> list[list]:
+    """[text, levels, peak] of the first N_PAGE_CONTEXTS contexts (the atlas's compact form)."""
+    return [[c["text"], c["levels"], int(c["peak"])] for c in ctxs[:N_PAGE_CONTEXTS]]
 
 
 def _num(v):
@@ -166,11 +161,10 @@ def atlas_page(atlas, *, dashboard_url: str = "http://127.0.0.1:8050/") -> str:
     meta = atlas.meta
     units = []
     for r in atlas.table.itertuples():
-        lo, hi = float(r.act_min), float(r.act_max)
+        second = r.second_concept if isinstance(r.second_concept, str) else None
         units.append([r.unit, int(r.layer), str(r.kind), str(r.concept), str(r.metric), _num(r.score), _num(r.chance),
-                      _num(r.p_value), bool(r.explained), _num(r.margin),
-                      None if r.second_concept is None or (isinstance(r.second_concept, float)) else str(r.second_concept),
-                      _num(lo), _num(hi), _page_contexts(atlas.contexts.get(r.unit, []), lo, hi), int(r.sign)])
+                      _num(r.p_value), bool(r.explained), _num(r.margin), second, _num(r.act_min), _num(r.act_max),
+                      _page_contexts(atlas.contexts.get(r.unit, [])), int(r.sign)])
     data = json.dumps({"units": units, "dashboard": dashboard_url, "levels": LEVELS}, ensure_ascii=False,
                       separators=(",", ":")).replace("</", "<\\/")
     e = html.escape
@@ -192,10 +186,12 @@ def atlas_page(atlas, *, dashboard_url: str = "http://127.0.0.1:8050/") -> str:
 <link rel="icon" href="data:,"><style>{_CSS}</style></head>
 <body>
 <h1>Atlas of {n:,} units</h1>
-<div class="sub">{e(str(meta.get('recording', '')))} \u2014 {meta.get('n_rows', 0):,} rows, {meta.get('n_candidates', 0)}
-candidate concepts; {n_exp:,} of {n:,} units explained ({100 * n_exp / max(1, n):.1f}%). {e(thr)}.
-Scores are held out (ranked on rows {e(str(meta.get('select_rows')))}, scored on rows {e(str(meta.get('report_rows')))}).</div>
-<table class="cov"><tr><th>layer</th><th>kind</th><th>explained</th><th>fraction</th><th>strongly (AUC \u2265 {meta.get('strong_auc', 0.8):.2f} or |r| \u2265 {meta.get('strong_r', 0.6):.2f})</th></tr>{cov}</table>
+<div class="sub">{e(str(meta.get('recording', '')))} \u2014 {meta.get('n_rows', 0):,} rows,
+{meta.get('n_candidates', 0)} candidate concepts; {n_exp:,} of {n:,} units explained
+({100 * n_exp / max(1, n):.1f}%). {e(thr)}. Scores are held out (ranked on rows
+{e(str(meta.get('select_rows')))}, scored on rows {e(str(meta.get('report_rows')))}).</div>
+<table class="cov"><tr><th>layer</th><th>kind</th><th>explained</th><th>fraction</th><th>strongly
+(AUC \u2265 {meta.get('strong_auc', 0.8):.2f} or |r| \u2265 {meta.get('strong_r', 0.6):.2f})</th></tr>{cov}</table>
 <div class="controls">
 <label>concept or unit <input id="f-concept" type="search" placeholder="digit, column, in [[\u2026]]"></label>
 <label>layer <select id="f-layer"><option value="">all</option>{opt(layers, lambda v: f'L{v}')}</select></label>

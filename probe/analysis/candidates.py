@@ -372,7 +372,8 @@ def candidate_library(text: str, *, byte_model: bool = False, min_count: int = 2
         add(f"in {o}\u2026{c}", "binary", f"inside {o}...{c}, delimiters included",
             lambda t, o=o, c=c: pair_depth(t, o, c) > 0, d > 0)
         if int((d > 1).sum()) >= need:
-            add(f"depth {o}\u2026{c}", "integer", f"nesting depth of {o}...{c}", lambda t, o=o, c=c: pair_depth(t, o, c), d)
+            add(f"depth {o}\u2026{c}", "integer", f"nesting depth of {o}...{c}",
+                lambda t, o=o, c=c: pair_depth(t, o, c), d)
     for tok, pattern in TOGGLES.items():
         if tok in text:
             add(f"in {tok}\u2026{tok}", "binary", f"inside {tok}...{tok} on one line, delimiters included",
@@ -387,7 +388,8 @@ def candidate_library(text: str, *, byte_model: bool = False, min_count: int = 2
         add(f"after {gram!r}", "binary", f"just after reading {gram!r}",
             lambda t, g=gram: _after(t, g), m)
     if byte_model:
-        multi = np.array([len(ch.encode("utf-8", "surrogatepass")) > 1 for ch in _table(text)[0]], bool)[_table(text)[1]]
+        chars, inv = _table(text)
+        multi = np.array([len(ch.encode("utf-8", "surrogatepass")) > 1 for ch in chars], bool)[inv]
         add("utf8-multibyte", "binary", "a character of more than one UTF-8 byte",
             lambda t: np.array([len(ch.encode("utf-8", "surrogatepass")) > 1 for ch in t], bool), multi)
         if int(multi.sum()) >= need:

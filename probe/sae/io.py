@@ -76,6 +76,18 @@ def sae_cfg(sae: TopKSAE, site: Site, source: dict) -> dict:
             "finetuning_scaling_factor": False, "sae_lens_training_version": None}
 
 
+def _clean_leftovers(dest: Path) -> None:
+    """Remove the temporary and old copies of `dest` left by processes that no longer run (killed mid-save)."""
+    import re
+
+    import psutil
+    pattern = re.compile(rf"^\.{re.escape(dest.name)}\.(?:tmp|old)-(\d+)$")
+    for p in dest.parent.glob(f".{dest.name}.*-*"):
+        m = pattern.match(p.name)
+        if m and p.is_dir() and (int(m.group(1)) == os.getpid() or not psutil.pid_exists(int(m.group(1)))):
+            shutil.rmtree(p, ignore_errors=True)
+
+
 def _swap_in(tmp: Path, dest: Path) -> None:
     old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
     if dest.exists():
@@ -96,8 +108,8 @@ def save_sae(folder: str | Path, sae: TopKSAE, *, site: Site, source: dict, trai
         raise ProbeError(f"cannot write the SAE to {dest}: it is a file")
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
+        _clean_leftovers(dest)
         tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
     except OSError as e:
         raise ProbeError(f"cannot write the SAE to {dest}: {e.strerror or e}") from None

@@ -97,10 +97,16 @@ class LossRecovered:
         gap = self.ablated_bits - self.clean_bits
         return (self.ablated_bits - self.recon_bits) / gap if gap != 0 else float("nan")
 
+    @property
+    def diverged(self) -> bool:
+        """The reconstructed run's loss is not finite: fed back step after step, the state grew without bound."""
+        return not math.isfinite(self.recon_bits)
+
     def to_dict(self) -> dict:
-        return {"site": self.site, "symbols": self.symbols, "clean_bits": self.clean_bits,
-                "recon_bits": self.recon_bits, "ablated_bits": self.ablated_bits,
-                "recovered": _finite(self.recovered + 0.0), "seconds": round(self.seconds, 3)}
+        return {"site": self.site, "symbols": self.symbols, "clean_bits": _finite(self.clean_bits),
+                "recon_bits": _finite(self.recon_bits), "ablated_bits": _finite(self.ablated_bits),
+                "recovered": _finite(self.recovered + 0.0), "diverged": self.diverged,
+                "seconds": round(self.seconds, 3)}
 
 
 def reconstruct_hook(sae: TopKSAE | Callable[[torch.Tensor], torch.Tensor], rows=None):

@@ -143,7 +143,8 @@ def train_sae(source, site: Site | str, *, d_sae: int = 4096, k: int = 32, epoch
               overwrite: bool = False, progress: bool = False, stream=None, held_out: float = 0.1,
               k_aux: int | None = None, aux_coef: float = 1 / 32, dead_after: int = 100_000,
               lr_decay: float = 0.2, checkpoint=None, evaluate_loss: bool = True, loss_symbols: int = 50_000,
-              stream_streams: int = 16, stream_max_rows: int | None = None) -> SAETrainResult:
+              stream_streams: int = 16, stream_max_rows: int | None = None,
+              keep_trainer: bool = True) -> SAETrainResult:
     """Train a TopKSAE (d_sae features, k active a row) on `site` ("L2.h") of the recording `source` and write
     it to the folder `out`; returns an SAETrainResult (its `metrics` as in metrics.json).
 
@@ -152,7 +153,8 @@ def train_sae(source, site: Site | str, *, d_sae: int = 4096, k: int = 32, epoch
     held_out: fraction of the recording's rows (its last ones) kept for the metrics. k_aux (default d_in // 2),
     aux_coef, dead_after (rows without firing that make a latent dead): the AuxK loss. checkpoint: the model for
     loss recovered (default: the one the recording names); evaluate_loss=False skips it. loss_symbols: at most
-    this many held-out symbols for loss recovered.
+    this many held-out symbols for loss recovered. keep_trainer=False: the finished folder keeps no resume state
+    (trainer.*, twice the weights' size; the epochs' folders still have it, so an interrupted run resumes).
     """
     from probe.record.recording import Recording
     from probe.record.source import recording_checkpoint
@@ -307,7 +309,8 @@ def train_sae(source, site: Site | str, *, d_sae: int = 4096, k: int = 32, epoch
         metrics["loss_recovered"] = loss_recovered(eval_ck.model, ids, site, sae).to_dict() if len(ids) >= 2 else None
     sparsity = torch.from_numpy(np.log10(h.freq + 1e-10))
     io.save_sae(out, sae, site=site, source=source_meta, train_info=train_info("done"), metrics=metrics,
-                sparsity=sparsity, trainer=_trainer_state(sae, opt, since_fired, trainer_meta("done")))
+                sparsity=sparsity,
+                trainer=_trainer_state(sae, opt, since_fired, trainer_meta("done")) if keep_trainer else None)
     return SAETrainResult(path=out, sae=sae, site=site, epochs=done, steps=step, seconds=seconds, history=history,
                           metrics=metrics, resumed_from=resumed_from)
 

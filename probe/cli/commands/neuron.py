@@ -51,8 +51,6 @@ def atlas_line(entry: dict) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from probe.analysis.neuron_card import neuron_card
-    from probe.files import write_atomic_text
-    from probe.record.recording import Recording
     check_at_least(top=(args.top, 1), window=(args.window, 1))
     rec = open_source(args.recording, args)
     card = neuron_card(rec, args.unit, n_top=args.top, window=args.window, checkpoint=args.checkpoint)

@@ -61,6 +61,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="with --stream: at most this many rows an epoch")
     p.add_argument("--resume", action="store_true", help="continue the training in --out from its last epoch")
     p.add_argument("--overwrite", action="store_true", help="replace an SAE already in --out")
+    p.add_argument("--no-resume-state", dest="keep_trainer", action="store_false",
+                   help="leave no resume state (trainer.*: Adam moments, twice the weights) in the finished folder")
     p.add_argument("--json", metavar="FILE", help="also write the result as JSON (- for stdout)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
@@ -76,7 +78,11 @@ def format_result(res) -> str:
                      f"dead features {m['dead_features']:,}, dense (> {m['dense_threshold']:.0%} of rows) "
                      f"{m['dense_features']:,}")
     lr = m.get("loss_recovered")
-    if lr:
+    if lr and lr.get("diverged"):
+        lines.append(f"loss recovered over {lr['symbols']:,} held-out symbols: the reconstruction diverged (fed back "
+                     f"step after step, the state grew without bound); clean {lr['clean_bits']:.4f}, mean-ablated "
+                     f"{lr['ablated_bits']:.4f} bits/char")
+    elif lr:
         rec = "n/a (mean-ablation costs nothing here)" if lr["recovered"] is None else f"{lr['recovered']:.3f}"
         lines.append(f"loss recovered over {lr['symbols']:,} held-out symbols: clean {lr['clean_bits']:.4f}, "
                      f"reconstructed {lr['recon_bits']:.4f}, mean-ablated {lr['ablated_bits']:.4f} bits/char; "
@@ -94,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
                     batch_size=args.batch_size, lr=args.lr, seed=args.seed, out=args.out, resume=args.resume,
                     overwrite=args.overwrite, progress=not args.quiet, stream=args.stream, held_out=args.held_out,
                     k_aux=args.k_aux, dead_after=args.dead_after, checkpoint=args.checkpoint,
-                    evaluate_loss=args.evaluate_loss, stream_max_rows=args.stream_max_rows)
+                    evaluate_loss=args.evaluate_loss, stream_max_rows=args.stream_max_rows,
+                    keep_trainer=args.keep_trainer)
     if args.json:
         doc = json.dumps(res.to_dict(), indent=1, ensure_ascii=False)
         if args.json == "-":
