@@ -142,8 +142,10 @@ def combined(atlases: list):
 
 
 def context_cells(entry: dict, limit: int = 5) -> list[dict]:
-    """The top contexts of an atlas entry as {row, activation, chars: [(shown character, rgb)]}, coloured over
-    the unit's activation range as the text view colours it."""
+    """The top contexts of an atlas entry as {row, activation, chars: [(shown character, rgb)]}, coloured as the
+    text view colours a unit. Reads the atlas's compact form (text + one level letter a character, see
+    probe.analysis.atlas_page.levels) and the plain form (chars + acts)."""
+    from probe.analysis.atlas_page import LEVELS
     from probe.figures.colors import display_char, symmetric_range
     from dashboards.windows import activation_rgb
     contexts = entry.get("contexts") or [] if isinstance(entry, dict) else []
@@ -151,8 +153,13 @@ def context_cells(entry: dict, limit: int = 5) -> list[dict]:
     lo, hi = symmetric_range(np.asarray(values or [0.0]))
     out = []
     for c in contexts[:limit]:
-        chars, acts = list(c.get("chars") or []), list(c.get("acts") or [])
-        cells = [(display_char(str(ch)), activation_rgb(float(a) if _num(a) is not None else 0.0, lo, hi))
-                 for ch, a in zip(chars, acts)]
+        if "levels" in c:  # the atlas's compact form: one letter a character, 'a' + LEVELS is zero
+            text, lv = str(c.get("text") or ""), str(c.get("levels") or "")
+            cells = [(display_char(ch), activation_rgb(float(ord(l) - 97 - LEVELS), -LEVELS, LEVELS))
+                     for ch, l in zip(text, lv)]
+        else:
+            chars, acts = list(c.get("chars") or []), list(c.get("acts") or [])
+            cells = [(display_char(str(ch)), activation_rgb(float(a) if _num(a) is not None else 0.0, lo, hi))
+                     for ch, a in zip(chars, acts)]
         out.append({"row": int(c.get("row", -1)), "activation": _num(c.get("activation")), "chars": cells})
     return out

@@ -74,8 +74,12 @@ class DashboardService:
         else:
             self.initial = self.check(resolve_unit(unit, self.atlas))
         self.initial_pos = self.position_for(self.initial)
-        if self.initial.is_feature:
-            self._prefetch(self.initial_pos["start"])  # the first page's window, encoded while the browser loads
+        self._warming: threading.Thread | None = None
+        if self.frec is not None:  # every window's features, encoded in the background from the first page's on
+            start = self.initial_pos["start"] if self.initial.is_feature else 0
+            self._warming = threading.Thread(target=self.frec.warm, args=(start,), name="probe-features-warm",
+                                             daemon=True)
+            self._warming.start()
 
     # ------------------------------------------------------------------ description
     def describe(self) -> str:
@@ -129,6 +133,8 @@ class DashboardService:
         """Encode the features of the window after `start` in the background (one at a time), so that
         "next" finds them computed."""
         if start >= self.rec.n_rows or (self._prefetching is not None and not self._prefetching.done()):
+            return
+        if self._warming is not None and self._warming.is_alive():  # the background warm-up covers it
             return
         from concurrent.futures import ThreadPoolExecutor
         if self._prefetcher is None:

@@ -18,3 +18,12 @@ $PY -m probe report recordings/shakespeare-val --concepts column,line-end-distan
   --out analyses/shakespeare --overwrite
 $PY scripts/analyses_readme.py analyses
 $PY scripts/dashboard_screenshot.py
+
+# the atlas of every h and c unit (kept in the recording too, where the dashboard and `probe neuron` read it)
+for m in wiki shakespeare; do
+  $PY -m probe atlas recordings/$m-val --kinds h,c --quiet
+  rm -rf analyses/atlas-$m && mkdir -p analyses/atlas-$m
+  cp recordings/$m-val/atlas/{index.html,atlas.csv,atlas.json} analyses/atlas-$m/
+done
+# the shipped sparse autoencoders: units against features, per concept (scripts/sae_analyses.py)
+$PY scripts/sae_analyses.py

@@ -411,6 +411,20 @@ def test_features_are_picked_like_units(sae_rec):
         DashboardService(path).open_unit("L1.c.f7")
 
 
+def test_features_of_every_window_are_encoded_in_the_background(sae_rec):
+    from probe.sae.features import open_features
+    path, sae = sae_rec
+    svc = DashboardService(path, sae=sae, unit="L1.c.f7")
+    svc._warming.join(60)
+    assert not svc._warming.is_alive() and svc.frec.cached_rows() == svc.rec.n_rows  # every row, no request made
+    fresh = open_features(path, sae)
+    np.testing.assert_array_equal(svc.frec.features(0, svc.rec.n_rows), fresh.features(0, fresh.rec.n_rows))
+    from probe.sae.features import FeatureRecording
+    from probe.sae.io import load_sae
+    small = FeatureRecording(Recording.open(path), load_sae(sae), cache_bytes=1)  # no room: the warm-up encodes one block and stops, evicting none
+    assert small.warm(0) == 1 and small.cached_rows() > 0
+
+
 def test_a_feature_outside_the_window_fetches_a_new_one(sae_rec):
     from dashboards.app import create_app
     path, sae = sae_rec

@@ -223,7 +223,7 @@ def _raiser(exc):
                   "allocate 4000000000000 bytes."), ["out of memory", "4000000000000 bytes"], 2),
 ])
 def test_any_exception_is_one_line_never_empty(exc, words, status, rec_path, capsys, monkeypatch):
-    import probe.cli.commands.saturation as saturation
+    import probe.analysis.saturation as saturation  # the command imports it inside run()
     monkeypatch.setattr(saturation, "gate_saturation", _raiser(exc))
     code, err = run(capsys, "saturation", rec_path)
     assert code == status
@@ -232,7 +232,7 @@ def test_any_exception_is_one_line_never_empty(exc, words, status, rec_path, cap
 
 
 def test_probe_debug_shows_the_traceback(rec_path, monkeypatch):
-    import probe.cli.commands.saturation as saturation
+    import probe.analysis.saturation as saturation  # the command imports it inside run()
     monkeypatch.setattr(saturation, "gate_saturation", _raiser(KeyError("x")))
     monkeypatch.setenv("PROBE_DEBUG", "1")
     with pytest.raises(KeyError):

@@ -140,13 +140,21 @@ def test_sae_compare_gives_units_and_features_by_the_same_statistics(rec, sae_di
     un = res.unexplained
     assert len(un) <= 3 and f"L1.h.f{PLANTED}" not in set(un.feature) and f"L1.h.f{DEAD}" not in set(un.feature)
     assert all(len(c) == 2 for c in un.top_contexts) and json.dumps(res.to_dict())
+    for f in un.itertuples():  # the unit closest to each feature: the largest |Pearson r| over the site's units
+        fv = frec.unit(f.feature).astype(np.float64)
+        units_h = np.asarray(rec.array("L1.h"), dtype=np.float64)
+        r = np.abs([np.corrcoef(fv, units_h[:, j])[0, 1] if units_h[:, j].std() > 0 else 0.0
+                    for j in range(units_h.shape[1])])
+        assert f.closest_unit == f"L1.h.{int(np.nanargmax(r))}" and f.closest_unit_r == pytest.approx(np.nanmax(r), abs=1e-6)
     out = tmp_path / "cmp"
     assert main(["sae-compare", str(rec.path), "--sae", str(sae_dir), "--concepts", "wiki-link,url",
                  "--n-perm", "20", "--unexplained", "2", "--json", "-", "--out", str(out)]) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert {p.name for p in out.iterdir()} >= {"concepts.csv", "unexplained.csv", "features.csv", "sae-compare.json",
-                                               "units-vs-features.html"}
-    assert len(list(out.glob("heatmap-L1_h_f*.html"))) == len(doc["unexplained"]) == 2
+    assert {p.name for p in out.iterdir()} == {"concepts.csv", "unexplained.csv", "features.csv", "sae-compare.json",
+                                               "sae-compare.html"}
+    page = (out / "sae-compare.html").read_text(encoding="utf-8")
+    assert len(doc["unexplained"]) == 2 and page.count('class="plotly-graph-div"') == 3  # the figure + 2 heatmaps
+    assert page.count("plotly.js v") == 1  # plotly.js inlined once
     assert [c["concept"] for c in doc["concepts"]] == ["wiki-link", "url"] and doc["summary"]["n_features"] == D
 
 

@@ -217,8 +217,25 @@ def test_gru_and_rnn_train(request, kind):
 
 
 def test_bf16_autocast_trains(tmp_path, small_text_file):
+    from probe.train.precision import bf16_runs
+    if not bf16_runs("cpu", "lstm"):
+        pytest.skip("this CPU has no bfloat16 LSTM kernel (test_bf16_without_a_kernel_is_one_line checks the refusal)")
     r = train(tiny_config(small_text_file, tmp_path / "bf", bf16=True, max_iters=10, eval_every=10), progress=False)
     assert np.isfinite(r.final_val_loss)
+
+
+def test_bf16_without_a_kernel_is_one_line_and_writes_nothing(tmp_path, small_text_file, tiny_lstm, capsys,
+                                                              monkeypatch):
+    import probe.train.precision as precision
+    from probe.cli.main import main
+    monkeypatch.setattr(precision, "bf16_runs", lambda device_type, cell: False)  # a CPU without native bf16
+    out = tmp_path / "bf"
+    assert main(["train", "--data", str(small_text_file), "--out", str(out), "--bf16", "--max-iters", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--bf16 does not run here" in err and "LSTM" in err
+    assert not out.exists()
+    assert main(["evaluate", str(tiny_lstm), "--bf16"]) == 2
+    assert "--bf16 does not run here" in capsys.readouterr().err
 
 
 def test_byte_vocabulary_takes_any_file(tiny_byte_lstm):

@@ -149,16 +149,40 @@ def _with_contexts(frec, cand: pd.DataFrame, n_contexts: int, window: int) -> pd
     """`cand` with each feature's top contexts (peak rows at least window/2 apart) as text and rows."""
     cand = cand.reset_index(drop=True)
     if cand.empty:
-        return cand.assign(top_rows=[], top_contexts=[])
+        return cand.assign(closest_unit=[], closest_unit_r=[], top_rows=[], top_contexts=[])
     cols = cand["index"].to_numpy(np.int64)
     values = np.empty((frec.n_rows, len(cols)), np.float32)
     for s in range(0, frec.n_rows, CHUNK_ROWS):
         e = min(frec.n_rows, s + CHUNK_ROWS)
         values[s:e] = frec.features(s, e, cols)
+    unit_idx, unit_r = _closest_units(frec, values)
     tops, texts = [], []
     for j in range(len(cols)):
         peaks = separated_peaks(values[:, j], n_contexts, max(1, window // 2))
         tops.append(peaks)
         texts.append([(lambda c: c["left"] + "\u00ab" + c["char"] + "\u00bb" + c["right"])(context(frec, r, window))
                       for r in peaks])
-    return cand.assign(top_rows=tops, top_contexts=texts)
+    return cand.assign(closest_unit=[frec.state_site.unit(int(i)).name for i in unit_idx],
+                       closest_unit_r=unit_r, top_rows=tops, top_contexts=texts)
+
+
+def _closest_units(frec, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each column of `values` (features over every row), the unit of the SAE's site whose activation
+    correlates most with it, and that |Pearson r|: how far a feature is from anything a single unit holds."""
+    n, k = values.shape
+    site = frec.rec.array(frec.state_site.array)
+    su = suu = None
+    sf, sff = values.sum(0, dtype=np.float64), np.square(values, dtype=np.float64).sum(0)
+    cross = None
+    for s in range(0, n, CHUNK_ROWS):
+        e = min(n, s + CHUNK_ROWS)
+        u = np.asarray(site[s:e], dtype=np.float64)
+        f = values[s:e].astype(np.float64)
+        su = u.sum(0) if su is None else su + u.sum(0)
+        suu = np.square(u).sum(0) if suu is None else suu + np.square(u).sum(0)
+        cross = u.T @ f if cross is None else cross + u.T @ f
+    cov = cross / n - np.outer(su / n, sf / n)
+    sd = np.sqrt(np.maximum(np.outer(suu / n - (su / n) ** 2, sff / n - (sf / n) ** 2), 0))
+    r = np.abs(np.divide(cov, sd, out=np.zeros_like(cov), where=sd > 0))
+    best = r.argmax(0)
+    return best, r[best, np.arange(k)]

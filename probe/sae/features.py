@@ -207,6 +207,31 @@ class FeatureRecording:
                 self._held -= i.nbytes + v.nbytes
             return hit
 
+    def warm(self, start_row: int = 0, stop: threading.Event | None = None) -> int:
+        """Encode blocks into the cache from `start_row`'s block to the end, then from the beginning, while the
+        cache has room for them without evicting any; returns how many were encoded. For a background thread
+        (the dashboard's), so that later windows are read from the cache instead of the encoder."""
+        n_blocks = -(-self.n_rows // BLOCK_ROWS)
+        first = min(n_blocks - 1, max(0, int(start_row) // BLOCK_ROWS))
+        done = 0
+        for b in [*range(first, n_blocks), *range(first)]:
+            if stop is not None and stop.is_set():
+                break
+            with self._lock:
+                if b in self._blocks:
+                    continue
+                per_block = self._held / len(self._blocks) if self._blocks else 0
+                if self._held + per_block > self._cache_bytes:
+                    break
+            self._block(b)
+            done += 1
+        return done
+
+    def cached_rows(self) -> int:
+        """Rows whose features are in the cache."""
+        with self._lock:
+            return sum(len(idx) for idx, _ in self._blocks.values())
+
     @torch.no_grad()
     def _encode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The sparse code of rows x: the top-k form when the SAE has one, else the non-zeros of `encode`."""

@@ -25,6 +25,7 @@ from probe.data import corpus
 from probe.checks import check_at_least, check_choice, check_int
 from probe.errors import ProbeError
 from probe.model.charrnn import CharRNN
+from probe.train.precision import check_bf16
 from probe.data.vocab import Vocab, decode_utf8
 
 LN2 = math.log(2)
@@ -127,6 +128,8 @@ def evaluate_split(checkpoint_or_path: ckpt.Checkpoint | str | Path, part: str =
         ids = ids[:max_chars]
     if len(ids) < 2:
         raise ProbeError(f"the {part} split holds {len(ids)} symbols: nothing to predict")
+    if bf16:
+        check_bf16(next(ck.model.parameters()).device, ck.config.model)
     t0 = time.time()
     nats = sequence_loss(ck.model, ids, streams=streams, bf16=bf16, chunk=chunk)
     seconds = time.time() - t0

@@ -21,6 +21,7 @@ from probe.errors import ProbeError
 from probe.model import checkpoint as ckpt
 from probe.model.charrnn import CharRNN, State, state_from_tensors
 from probe.names import array_name
+from probe.train.precision import check_bf16
 from probe.train.config import TrainConfig
 
 
@@ -177,6 +178,8 @@ def setup(cfg: TrainConfig, point: ckpt.ResumePoint | None, opened: dict) -> Ses
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = pick_device(cfg.device, int(os.environ.get("LOCAL_RANK", 0)))
+    if cfg.bf16:  # before anything is written: an opaque oneDNN error on the first step otherwise
+        check_bf16(device, cfg.model)
     if world > 1:
         import torch.distributed as dist
         if not dist.is_initialized():

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from probe.cli.commands._concept_args import add_concept_arguments, concept_from_args
@@ -10,6 +9,7 @@ from probe.cli.commands.record import parse_range
 from probe.cli.commands._sae_args import add_sae_argument
 from probe.errors import ProbeError
 from probe.files import write_atomic_text
+from probe.cli.json_out import emit_json
 
 NAME = "ablate"
 HELP = "hold units at a value and measure the change of loss, inside and outside a concept, against random units"
@@ -100,12 +100,8 @@ def run(args: argparse.Namespace) -> int:
         save(res, args.out, files={"delta-heatmap.html": figure_html(fig)})
     if args.csv:
         write_atomic_text(args.csv, res.table.to_csv(index=False))
-    if args.json:
-        doc = json.dumps(res.to_dict(), indent=1, ensure_ascii=False)
-        if args.json == "-":
-            print(doc)
-            return 0
-        write_atomic_text(args.json, doc + "\n")
+    if args.json and emit_json(args.json, res.to_dict()):
+        return 0
     print(format_result(res, args.top))
     return 0
 

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from probe.cli.commands._sae_args import add_sae_argument
 from probe.errors import ProbeError
+from probe.cli.json_out import emit_json
 
 NAME = "atlas"
 HELP = "explain every unit by its best concept from a generated library (held out, family-wise chance)"
@@ -68,7 +68,6 @@ def open_source(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from probe.analysis.atlas import add_ablation, build_atlas, default_folder
     from probe.checks import check_at_least
-    from probe.files import write_atomic_text
     check_at_least(top=(args.top, 0), ablate=(args.ablate, 0))
     rec = open_source(args)
     atlas = build_atlas(rec, kinds=parse_list(args.kinds), layers=parse_list(args.layers, int),
@@ -77,12 +76,8 @@ def run(args: argparse.Namespace) -> int:
     if args.ablate:
         atlas = add_ablation(atlas, rec, args.ablate, args.checkpoint, seed=args.seed)
     out = atlas.save(args.out or default_folder(rec))
-    if args.json:
-        text = json.dumps(atlas.to_dict(), indent=1, ensure_ascii=False)
-        if args.json == "-":
-            print(text)
-            return 0
-        write_atomic_text(args.json, text)
+    if args.json and emit_json(args.json, atlas.to_dict()):
+        return 0
     print(format_summary(atlas, args.top))
     print(f"\nwritten: {out}/index.html (open it in a browser), atlas.csv, atlas.json")
     return 0

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 
@@ -10,7 +9,8 @@ from probe.cli.commands._concept_args import add_concept_arguments, concept_from
 from probe.cli.commands._sae_args import add_sae_argument, open_source
 from probe.checks import check_int
 from probe.errors import ProbeError
-from probe.files import atomic_write, write_atomic_text
+from probe.files import atomic_write
+from probe.cli.json_out import emit_json
 
 NAME = "find-neurons"
 HELP = "find units that track a concept (regex or built-in), with honest statistics"
@@ -117,13 +117,8 @@ def run(args: argparse.Namespace) -> int:
     if args.csv:
         with atomic_write(args.csv) as f:
             res.table.to_csv(f, index=False)
-    if args.json:
-        doc = res.to_dict()
-        text = json.dumps(doc, indent=1)
-        if args.json == "-":
-            print(text)
-            return 0
-        write_atomic_text(args.json, text + "\n")
+    if args.json and emit_json(args.json, res.to_dict()):
+        return 0
     s = res.summary()
     score_name = "AUC" if res.metric == "auc" else "|Pearson r|"
     n_sig = int((res.table.p_value <= 0.05).sum())

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from probe.cli.commands._concept_args import add_concept_arguments, concept_from_args, parse_list
-from probe.files import write_atomic_text
+
+from probe.cli.json_out import emit_json
 
 NAME = "fit-probe"
 HELP = "fit linear probes for a concept, beside majority, best-unit, untrained and control baselines"
@@ -44,12 +44,8 @@ def run(args: argparse.Namespace) -> int:
     rep = fit_probes(rec, concept, kinds=parse_list(args.kinds, "kinds"), layers=parse_list(args.layers, "layers", int),
                      untrained=args.untrained, seed=args.seed, control_k=args.control_k, max_train=args.max_train,
                      sparse=not args.no_sparse)
-    if args.json:
-        doc = rep.to_dict()
-        if args.json == "-":
-            print(json.dumps(doc, indent=1))
-            return 0
-        write_atomic_text(args.json, json.dumps(doc, indent=1))
+    if args.json and emit_json(args.json, rep.to_dict()):
+        return 0
     metric = rep.table.metric.iloc[0]
     print(f"concept {concept.name} ({rep.task}); {metric} on held-out rows {rep.test_rows[0]:,}:{rep.test_rows[1]:,} "
           f"({rep.n_test:,} sampled), probes trained on rows 0:{rep.train_rows[1]:,} ({rep.n_train:,} sampled)")

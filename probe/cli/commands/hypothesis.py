@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from probe.cli.commands._concept_args import parse_list
 from probe.errors import ProbeError
-from probe.files import write_atomic_text
+
+from probe.cli.json_out import emit_json
 
 NAME = "hypothesis"
 MAX_SPAN = 500  # = probe.analysis.hypothesis.MAX_SPAN (tests/test_startup.py checks)
@@ -64,12 +64,8 @@ def run(args: argparse.Namespace) -> int:
     res = brush(rec, start, stop, layers=parse_list(args.layers, "layers", int), kinds=parse_list(args.kinds, "kinds"),
                 n_units=args.n_units, pattern_units=args.pattern_units, max_matches=args.max_matches,
                 margin=args.margin)
-    if args.json:
-        text = json.dumps(res.to_dict(), indent=1, ensure_ascii=False) + "\n"
-        if args.json == "-":
-            print(text, end="")
-            return 0
-        write_atomic_text(args.json, text)
+    if args.json and emit_json(args.json, res.to_dict()):
+        return 0
     print(f"rows {res.start}:{res.stop} of {rec.path.name} \u00ab{show(res.text)}\u00bb, "
           f"against {res.margin} rows on each side")
     print(f"{'unit':<12} {'score':>7} {'sign':>4} {'inside':>9} {'outside':>9} {'separation':>10}")

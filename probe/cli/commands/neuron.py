@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from probe.checks import check_at_least
 from probe.cli.commands._sae_args import add_sae_argument, open_source
-from probe.files import write_atomic_text
+
+from probe.cli.json_out import emit_json
 
 NAME = "neuron"
 HELP = "show one unit: top contexts (both tails), histogram, quantiles, promoted characters"
@@ -54,12 +54,8 @@ def run(args: argparse.Namespace) -> int:
     check_at_least(top=(args.top, 1), window=(args.window, 1))
     rec = open_source(args.recording, args)
     card = neuron_card(rec, args.unit, n_top=args.top, window=args.window, checkpoint=args.checkpoint)
-    if args.json:
-        doc = card.to_dict()
-        if args.json == "-":
-            print(json.dumps(doc, indent=1, ensure_ascii=False))
-            return 0
-        write_atomic_text(args.json, json.dumps(doc, indent=1, ensure_ascii=False))
+    if args.json and emit_json(args.json, card.to_dict()):
+        return 0
     print(f"{card.unit} in {rec.path} ({card.n_rows:,} rows): mean {card.mean:.3f}, std {card.std:.3f}, "
           f"density {card.density:.3f} (fraction of steps at least half as far from 0 as the extreme)")
     if card.atlas is not None:

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from probe.errors import ProbeError
-from probe.files import write_atomic_text
+
+from probe.cli.json_out import emit_json
 
 NAME = "sae"
 HELP = "train a top-k sparse autoencoder on a layer's h or c and report FVU, L0, dead features and loss recovered"
@@ -102,11 +102,7 @@ def run(args: argparse.Namespace) -> int:
                     k_aux=args.k_aux, dead_after=args.dead_after, checkpoint=args.checkpoint,
                     evaluate_loss=args.evaluate_loss, stream_max_rows=args.stream_max_rows,
                     keep_trainer=args.keep_trainer)
-    if args.json:
-        doc = json.dumps(res.to_dict(), indent=1, ensure_ascii=False)
-        if args.json == "-":
-            print(doc)
-            return 0
-        write_atomic_text(args.json, doc + "\n")
+    if args.json and emit_json(args.json, res.to_dict()):
+        return 0
     print(format_result(res))
     return 0

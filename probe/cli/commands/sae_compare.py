@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import html
 import json
 
 from probe.cli.commands._sae_args import add_sae_argument
 from probe.errors import ProbeError
 from probe.files import write_atomic_text
+from probe.cli.json_out import emit_json
 
 NAME = "sae-compare"
 HELP = "for each concept, the best unit of a site beside the best feature of its sparse autoencoder"
@@ -28,8 +30,9 @@ examples:
   probe sae-compare recordings/wiki-val --sae saes/wiki-L2h --out analyses/sae-compare-wiki-L2h
 
 --out FOLDER writes concepts.csv, unexplained.csv, features.csv (every feature's
-frequency, variance, closest concept), sae-compare.json, units-vs-features.html
-and a text heatmap (heatmap-L2_h_f123.html) of each unexplained feature.
+frequency, variance, closest concept), sae-compare.json and sae-compare.html: one
+offline page with the units-vs-features figure and a text heatmap of each
+unexplained feature (plotly.js inlined once).
 """
 
 
@@ -76,11 +79,11 @@ def save_folder(res, frec, folder: str) -> None:
         (tmp / "sae-compare.json").write_text(json.dumps(res.to_dict(), indent=1, ensure_ascii=False) + "\n",
                                               encoding="utf-8")
         title = f"best unit of {res.site} vs best feature of the SAE {res.sae}, per concept (held out)"
-        (tmp / "units-vs-features.html").write_text(figure_html(units_vs_features_figure(res.table, title)),
-                                                    encoding="utf-8")
-        for slug, fig in feature_heatmaps(frec, res.unexplained):
-            (tmp / f"heatmap-{slug}.html").write_text(figure_html(fig), encoding="utf-8")
-
+        figures = [units_vs_features_figure(res.table, title)] + [fig for _, fig in feature_heatmaps(frec, res.unexplained)]
+        divs = [figure_html(fig, full_html=False, include_plotlyjs=(i == 0)) for i, fig in enumerate(figures)]
+        page = (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title></head>"
+                f"<body>\n" + "\n".join(divs) + "\n</body></html>\n")
+        (tmp / "sae-compare.html").write_text(page, encoding="utf-8")
 
 def run(args: argparse.Namespace) -> int:
     from probe.analysis.sae_compare import compare_units_features
@@ -105,12 +108,8 @@ def run(args: argparse.Namespace) -> int:
         save_folder(res, frec, args.out)
     if args.csv:
         write_atomic_text(args.csv, res.table.to_csv(index=False))
-    if args.json:
-        doc = json.dumps(res.to_dict(), indent=1, ensure_ascii=False)
-        if args.json == "-":
-            print(doc)
-            return 0
-        write_atomic_text(args.json, doc + "\n")
+    if args.json and emit_json(args.json, res.to_dict()):
+        return 0
     s = res.summary()
     print(f"{s['n_units']} units of {res.site} against the {s['n_features']:,} features of the SAE {res.sae} in "
           f"{frec.path}: ranked on rows {s['select_rows'][0]:,}:{s['select_rows'][1]:,}, scored on held-out rows "
@@ -125,7 +124,8 @@ def run(args: argparse.Namespace) -> int:
           f"(p <= {args.alpha:g}); the most variable of the others:")
     for r in res.unexplained.itertuples():
         print(f"  {r.feature:<14} active on {r.frequency:6.1%} of rows, variance {r.variance:.4g}, closest "
-              f"{r.best_concept or '-'} (margin {r.best_margin:+.3f})")
+              f"{r.best_concept or '-'} (margin {r.best_margin:+.3f}); closest unit {r.closest_unit} "
+              f"(|r| {r.closest_unit_r:.2f})")
         for c in r.top_contexts:
             print(f"      {_show(c)[-90:]}")
     return 0
