@@ -24,7 +24,7 @@ def unit_controls(svc: DashboardService) -> html.Div:
     return html.Div(className="controls", children=[
         html.Label("layer"),
         dcc.Dropdown(id="layer", className="dd", clearable=False, value=first.layer,
-                     options=[{"label": f"L{l}", "value": l} for l in range(rec.num_layers)]),
+                     options=[{"label": f"L{l}", "value": l} for l in rec.layers]),
         html.Label("kind"),
         dcc.Dropdown(id="kind", className="dd", clearable=False,
                      value=first.kind, options=[{"label": k, "value": k} for k in svc.unit_kinds()]),

@@ -95,6 +95,13 @@ def test_a_subset_recording_knows_its_layers_and_the_analyses_read_it(tiny_lstm,
         find_neurons(rec, concepts.get("column"), layers=[0], n_perm=10)
     card = neuron_card(rec, "L1.h.5", checkpoint=tiny_lstm)
     assert card.unit == "L1.h.5" and card.promoted  # the top layer's h: its output weights too
+    from probe.analysis.hypothesis import rank_units
+    from probe.analysis.probes import fit_probes
+    assert set(rank_units(rec, 100, 120).unit.str.slice(0, 2)) == {"L1"}  # the recorded layers by default
+    assert set(fit_probes(rec, concepts.get("column"), max_train=500, max_test=200, sparse=False).table.layer) == {1}
+    gates = record(tiny_lstm, out=tmp_path / "g", max_chars=ROWS, layers=[1])
+    from probe.analysis.saturation import gate_saturation
+    assert set(gate_saturation(gates).layer) == {1}
     full = record(tiny_lstm, out=tmp_path / "full", max_chars=ROWS)
     assert full.layers == [0, 1] and full.kinds == ["h", "c", "i", "f", "g", "o"]
     np.testing.assert_array_equal(neuron_card(full, "L1.c.7").hist_counts, neuron_card(rec, "L1.c.7").hist_counts)

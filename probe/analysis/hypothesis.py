@@ -79,7 +79,7 @@ def rank_units(rec: Recording, start: int, stop: int, *, layers: list[int] | Non
                kinds: list[str] | None = None, margin: int | None = None, n_units: int = 15) -> pd.DataFrame:
     """Units whose activation is high (or low) inside rows [start, stop) and the opposite in the margins."""
     start, stop = check_span(rec, start, stop)
-    layers = _check_list("layers", layers, list(range(rec.num_layers)))
+    layers = _check_list("layers", layers, list(rec.layers))
     kinds = _check_list("kinds", kinds, list(rec.kinds))
     margin = max(3, stop - start) if margin is None else check_int("margin", margin, min=1)
     n_units = check_int("n_units", n_units, min=1)

@@ -179,7 +179,7 @@ def fit_probes(rec: Recording, concept: Concept | str, *, kinds: list[str] | Non
     for k in kinds:
         if k not in have:
             raise ProbeError(f"the recording {rec.path} has no {k!r} arrays (it holds {', '.join(have)})")
-    layers = list(range(rec.num_layers)) if layers is None else list(layers)
+    layers = list(rec.layers) if layers is None else list(layers)
     for l in layers:
         if not 0 <= l < rec.num_layers:
             raise ProbeError(f"no layer {l}: the model has layers 0..{rec.num_layers - 1}")

@@ -23,7 +23,7 @@ def gate_saturation(rec: Recording, *, low: float = 0.1, high: float = 0.9, laye
     if not gates:
         raise ProbeError(f"the recording {rec.path} holds no gates ({rec.cell}, kinds "
                          f"{', '.join(rec.kinds)}): record an LSTM or GRU with gates to see saturation")
-    layers = list(range(rec.num_layers)) if layers is None else layers
+    layers = list(rec.layers) if layers is None else layers
     names = [array_name(l, g) for l in layers for g in gates]
     H = rec.hidden_size
     left = {n: np.zeros(H, np.int64) for n in names}
