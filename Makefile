@@ -14,8 +14,10 @@ setup:
 	@bash scripts/setup.sh
 
 ## record the shipped wiki model on its validation text (kept while it matches the weights), compute its atlas
-## once (kept while it matches the recording), then open the dashboard on the atlas's best unit (UNIT=..., SAE=...)
-demo: setup record atlas dashboard
+## once (kept while it matches the recording), then open the dashboard on the atlas's best unit for the wiki-link
+## concept, the post's link cell (UNIT=L2.c.93, UNIT=best for the best-explained unit of all; SAE=... adds features)
+demo: setup record atlas
+	@$(MAKE) --no-print-directory dashboard UNIT='$(or $(UNIT),best:wiki-link)'
 
 record: setup
 	$(PY) -m probe record $(MODEL) --out $(REC) --reuse
