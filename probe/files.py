@@ -191,10 +191,15 @@ def clean_leftovers(parent: str | Path, dests=None, kinds: tuple[str, ...] = ("t
 
 def decimal_bytes(n: float) -> str:
     """6_558_649_980 -> '6.6 GB' (powers of 1000, as disks are sold and `df -H` counts)."""
+    return scaled_bytes(n, 1000)
+
+
+def scaled_bytes(n: float, base: int) -> str:
+    """`n` bytes in B, KB, MB... with `base` (1000 or 1024) bytes to the next unit, one decimal above B."""
     for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
-        if abs(n) < 1000:
+        if abs(n) < base:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
+        n /= base
     return f"{n:.3g} EB"
 
 

@@ -80,3 +80,20 @@ def make_recording(out: Path, text: str, hidden: int = 16, layers: int = 2, kind
     if checkpoint:
         meta["checkpoint"] = {"path": str(checkpoint)}
     return w.finish(meta)
+
+
+def post_callback(client, app, output_start: str, inputs: dict, changed: str, state: dict | None = None):
+    """POST one Dash callback (the one whose output key starts with `output_start`) as the browser would;
+    the response's JSON, or None for 204. The callback must answer, never with an HTTP 500."""
+    key = next(k for k in app.callback_map if k.startswith(output_start))
+    cb = app.callback_map[key]
+    outputs = [{"id": o.split(".")[0], "property": o.split(".")[1].split("@")[0]}
+               for o in key.strip(".").split("...")]
+    body = {"output": key, "outputs": outputs,
+            "inputs": [dict(i, value=inputs.get(f"{i['id']}.{i['property']}")) for i in cb["inputs"]],
+            "state": [dict(s, value=(state or {}).get(f"{s['id']}.{s['property']}")) for s in cb["state"]],
+            "changedPropIds": [changed]}
+    r = client.post("/_dash-update-component", json=body)
+    assert r.status_code in (200, 204), (r.status_code, r.data[:300])
+    return r
+

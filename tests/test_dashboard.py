@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from dashboard_fixtures import COLUMN_UNIT, QUOTE_UNIT, make_recording, synthetic_text  # noqa: E402
+from dashboard_fixtures import COLUMN_UNIT, QUOTE_UNIT, make_recording, post_callback, synthetic_text  # noqa: E402
 
 from probe.analysis import safe_regex  # noqa: E402
 from probe.analysis.hypothesis import brush  # noqa: E402
@@ -216,16 +216,7 @@ def test_live_text_needs_a_model_and_bounds_its_input(rec_path, tiny_lstm):
 # ------------------------------------------------------------------ callbacks over HTTP: messages, never a 500
 
 def _post(client, app, output_start: str, inputs: dict, changed: str, state: dict | None = None):
-    key = next(k for k in app.callback_map if k.startswith(output_start))
-    cb = app.callback_map[key]
-    outputs = [{"id": o.split(".")[0], "property": o.split(".")[1].split("@")[0]}
-               for o in key.strip(".").split("...")]
-    body = {"output": key, "outputs": outputs,
-            "inputs": [dict(i, value=inputs.get(f"{i['id']}.{i['property']}")) for i in cb["inputs"]],
-            "state": [dict(s, value=(state or {}).get(f"{s['id']}.{s['property']}")) for s in cb["state"]],
-            "changedPropIds": [changed]}
-    r = client.post("/_dash-update-component", json=body)
-    assert r.status_code in (200, 204), (r.status_code, r.data[:300])
+    r = post_callback(client, app, output_start, inputs, changed, state)
     return r.get_json() if r.status_code == 200 else None
 
 

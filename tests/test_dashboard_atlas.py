@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from dashboard_fixtures import COLUMN_UNIT, QUOTE_UNIT, make_recording, synthetic_text  # noqa: E402
+from dashboard_fixtures import COLUMN_UNIT, QUOTE_UNIT, make_recording, post_callback, synthetic_text  # noqa: E402
 
 from dashboards.service import DashboardService  # noqa: E402
 from probe.errors import ProbeError  # noqa: E402
@@ -218,16 +218,7 @@ def test_bad_addresses_are_messages(svc, search, msg):
 # ------------------------------------------------------------------ the callbacks over HTTP
 
 def _post(app, output_start: str, inputs: dict, changed: str, state: dict | None = None):
-    key = next(k for k in app.callback_map if k.startswith(output_start))
-    cb = app.callback_map[key]
-    outputs = [{"id": o.split(".")[0], "property": o.split(".")[1].split("@")[0]}
-               for o in key.strip(".").split("...")]
-    body = {"output": key, "outputs": outputs,
-            "inputs": [dict(i, value=inputs.get(f"{i['id']}.{i['property']}")) for i in cb["inputs"]],
-            "state": [dict(s, value=(state or {}).get(f"{s['id']}.{s['property']}")) for s in cb["state"]],
-            "changedPropIds": [changed]}
-    r = app.server.test_client().post("/_dash-update-component", json=body)
-    assert r.status_code in (200, 204), (r.status_code, r.data[:300])
+    r = post_callback(app.server.test_client(), app, output_start, inputs, changed, state)
     assert b"internal error" not in r.data
     return r.get_json() if r.status_code == 200 else None
 

@@ -5,6 +5,7 @@ import psutil
 
 from probe.checks import ParamError
 from probe.errors import ProbeError
+from probe.files import scaled_bytes
 
 
 def available_bytes() -> int:
@@ -13,12 +14,8 @@ def available_bytes() -> int:
 
 
 def human_bytes(n: float) -> str:
-    """1536 -> '1.5 KB'; 3.2e12 -> '3.2 TB' (powers of 1024)."""
-    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
-        if abs(n) < 1024:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.3g} EB"
+    """1536 -> '1.5 KB'; 3.2e12 -> '2.9 TB' (powers of 1024)."""
+    return scaled_bytes(n, 1024)
 
 
 def check_fits(nbytes: float, what: str, hint: str, *, param: str | None = None, value=None) -> None:
